@@ -1,0 +1,29 @@
+# Two entry points on a fresh machine (Python 3.11): `make quickstart` and `make test`.
+# Both create .venv and install everything first; see README for why t5 goes in with --no-deps.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONSTRAINTS := requirements/constraints.txt
+QUICKSTART_DIR ?= runs/quickstart
+
+.PHONY: install quickstart test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[test]'
+	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps t5==0.9.4
+	$(PY) -m pause_lm.install_check
+	touch $@
+
+quickstart: install
+	$(PY) -m pause_lm.train --gin_file=gin/quickstart.gin --gin.MODEL_DIR="'$(QUICKSTART_DIR)'"
+
+test: install
+	$(PY) -m pytest -q -n 2 tests
+
+clean:
+	rm -rf $(VENV) runs

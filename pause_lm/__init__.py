@@ -1,0 +1,1 @@
+"""pause-lm: decoder-only language models trained and evaluated with <pause> tokens."""

@@ -1,0 +1,53 @@
+"""pause-lm: pretrain, finetune and evaluate decoder-only LMs with <pause> tokens.
+
+`t5` is deliberately *not* an install requirement: `pip install t5==0.9.4` drags in
+`seqio-nightly` and `tfds-nightly`, which write the same import packages (`seqio`,
+`tensorflow_datasets`) as `seqio` and `tensorflow-datasets`, so the code you get would depend
+on install order. The Makefile installs t5 with `--no-deps` after this package, and its real
+runtime needs are listed here instead (see README, "Why t5 is installed with --no-deps").
+"""
+
+import setuptools
+
+INSTALL_REQUIRES = [
+    "jax>=0.9",
+    "flax>=0.12",
+    "optax>=0.2.5",
+    "orbax-checkpoint>=0.11",
+    "clu>=0.0.12",
+    "gin-config>=0.5",
+    "seqio>=0.0.19",
+    "tensorflow-datasets>=4.9.9",
+    "tensorflow>=2.19",
+    "tensorflow-text>=2.19",
+    "sentencepiece>=0.2",
+    "numpy",
+    "tqdm",
+    "matplotlib",
+    # Runtime needs of t5's metrics and preprocessors (t5 itself: see the module docstring).
+    "babel",
+    "rouge-score",
+    "sacrebleu",
+    "scikit-learn",
+    "editdistance",
+    "nltk",
+]
+
+setuptools.setup(
+    name="pause_lm",
+    version="0.1.0",
+    description="Pause-token training for decoder-only language models in JAX/Flax.",
+    python_requires=">=3.11",
+    # The repository keeps SeqIO task registrations in the top-level `tasks/` folder (one job
+    # per folder); they install and import as `pause_lm.tasks`.
+    packages=["pause_lm", "pause_lm.tasks"],
+    package_dir={"pause_lm": "pause_lm", "pause_lm.tasks": "tasks"},
+    package_data={"pause_lm": ["data/*"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6", "pytest-xdist"],
+        # Accelerator builds of jax; install on top of the base set-up (see README).
+        "tpu": ["jax[tpu]"],
+        "cuda": ["jax[cuda12]"],
+    },
+)
