@@ -1,0 +1,154 @@
+"""The input pipeline: a registered SeqIO task in, batches of model features out.
+
+One function (`get_dataset`) is what training and evaluation call; it picks the feature
+converter from the task's features (decoder-only LM for pretraining, prefix-LM for downstream
+tasks), so the loss weights always skip `<pause>` targets, and it turns seqio's and TFDS's
+failures for unknown tasks and unprepared data into errors that say how to fix them.
+"""
+
+import dataclasses
+import difflib
+from typing import Mapping
+
+from absl import logging
+import seqio
+import tensorflow as tf
+
+from pause_lm import feature_converters
+from pause_lm import preprocessors
+from pause_lm import tasks as tasks_lib
+from pause_lm import vocab as vocab_lib
+
+
+class TaskNotRegisteredError(ValueError):
+  pass
+
+
+class DatasetNotPreparedError(RuntimeError):
+  pass
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+  """What the model and trainer need to know about a task's token ids."""
+  name: str
+  pause_id: int
+  vocab_size: int       # tokenizer + 1 pause
+  num_embeddings: int   # vocab_size padded for aligned matmuls
+  prefix_lm: bool
+  eos_id: int
+  target_length: int | None  # downstream tasks: the answer's token budget
+
+
+def get_task(task_name: str) -> seqio.Task:
+  """The registered task, or an error that lists near names and how to register one."""
+  if task_name not in seqio.TaskRegistry.names():
+    close = difflib.get_close_matches(task_name, seqio.TaskRegistry.names(), n=5, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise TaskNotRegisteredError(
+        f"Task {task_name!r} is not registered.{hint} Built-in tasks come with pause_lm.tasks; "
+        "your own must be registered by a module that is imported first, e.g. a line "
+        "`import my_project.my_tasks` in your gin file. Pause variants of downstream tasks are "
+        "made on request: TASK = @finetune_task() with finetune_task.base/num_pauses.")
+  return seqio.get_mixture_or_task(task_name)
+
+
+def task_info(task_name: str) -> TaskInfo:
+  task = get_task(task_name)
+  vocabulary = task.output_features["targets"].vocabulary
+  if not isinstance(vocabulary, vocab_lib.PauseVocabulary):
+    raise ValueError(f"Task {task_name!r} uses {type(vocabulary).__name__}; pause_lm tasks need "
+                     "a pause_lm.vocab.PauseVocabulary so the model has a <pause> row.")
+  return TaskInfo(
+      name=task_name, pause_id=vocabulary.pause_id, vocab_size=vocabulary.vocab_size,
+      num_embeddings=vocab_lib.num_embeddings(vocabulary),
+      prefix_lm="inputs" in task.output_features, eos_id=vocabulary.eos_id,
+      target_length=tasks_lib.target_length(task_name))
+
+
+def task_feature_lengths(info: TaskInfo, sequence_length: int | Mapping[str, int]):
+  """Splits one decoder length into seqio's per-feature lengths (prefix gets the rest)."""
+  if isinstance(sequence_length, Mapping):
+    return dict(sequence_length)
+  if not info.prefix_lm:
+    return {"targets": sequence_length}
+  target = info.target_length or sequence_length // 4
+  if target >= sequence_length:
+    raise ValueError(f"Sequence length {sequence_length} leaves no room for the prefix of "
+                     f"{info.name!r}, whose answers take {target} tokens.")
+  return {"inputs": sequence_length - target, "targets": target}
+
+
+def feature_converter(info: TaskInfo, pack: bool = False) -> seqio.FeatureConverter:
+  if info.prefix_lm:
+    return feature_converters.PausePrefixLMFeatureConverter(pause_id=info.pause_id, pack=pack)
+  return feature_converters.PauseLMFeatureConverter(pause_id=info.pause_id, pack=pack)
+
+
+class _TruncationCounter:
+  """Counts examples whose prefix was cut to make room for pauses, across a pipeline's life."""
+
+  def __init__(self, task_name: str):
+    self.task_name = task_name
+    self.variable = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+  def count(self, features):
+    self.variable.assign_add(tf.cast(features[preprocessors.TRUNCATED_KEY] > 0, tf.int64))
+    return features
+
+  @property
+  def value(self) -> int:
+    return int(self.variable.numpy())
+
+
+_TRUNCATIONS: dict[str, _TruncationCounter] = {}
+
+
+def truncated_examples() -> dict[str, int]:
+  """{task: examples whose prefix was cut for pauses so far}; logged by `log_truncations`."""
+  return {name: counter.value for name, counter in _TRUNCATIONS.items()}
+
+
+def log_truncations() -> None:
+  for name, count in truncated_examples().items():
+    if count:
+      logging.warning("%s: %d examples had their prefix cut to make room for the pauses.",
+                      name, count)
+
+
+def _raise_if_not_prepared(task_name: str, error: Exception):
+  text = str(error)
+  if "could not find data" in text.lower() or "DatasetNotFoundError" in type(error).__name__:
+    raise DatasetNotPreparedError(
+        f"The data of task {task_name!r} is not prepared: {text}\nPrepare it with TFDS "
+        "(e.g. `tfds build c4/en:3.1.0 --data_dir=DIR`, or copy a prepared copy to DIR), then "
+        "point at it with the TFDS_DATA_DIR environment variable or "
+        "--gin.c4_source.tfds_data_dir=\"'DIR'\" (the builder's tfds_data_dir).") from error
+  raise error
+
+
+def get_dataset(task_name: str, split: str, *, sequence_length: int | Mapping[str, int],
+                batch_size: int, shuffle: bool = True, seed: int | None = None,
+                shard_id: int = 0, num_shards: int = 1, repeat: bool = True,
+                pack: bool = False, drop_remainder: bool = True) -> tf.data.Dataset:
+  """Batches of model features for this host's shard of `task_name`.
+
+  `batch_size` is this host's share of the global batch. With `repeat=False` the last batch
+  may be smaller unless `drop_remainder` (evaluation passes False to see every example).
+  """
+  info = task_info(task_name)
+  task = get_task(task_name)
+  lengths = task_feature_lengths(info, sequence_length)
+  try:
+    ds = task.get_dataset(
+        sequence_length=lengths, split=split, shuffle=shuffle, seed=seed,
+        shard_info=seqio.ShardInfo(index=shard_id, num_shards=num_shards),
+        num_epochs=None if repeat else 1, use_cached=False)
+  except Exception as e:  # pylint: disable=broad-except
+    _raise_if_not_prepared(task_name, e)
+  if preprocessors.TRUNCATED_KEY in ds.element_spec:
+    counter = _TRUNCATIONS.setdefault(task_name, _TruncationCounter(task_name))
+    ds = ds.map(counter.count)
+  ds = feature_converter(info, pack)(ds, lengths)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder or repeat)
+  return ds.prefetch(tf.data.AUTOTUNE)

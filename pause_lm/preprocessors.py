@@ -1,0 +1,135 @@
+"""SeqIO preprocessors that put `<pause>` where the paper puts it.
+
+Both take the pause id from the feature's `PauseVocabulary`, so a task cannot inject an id its
+model has no row for. Randomness comes from seqio's per-example seeds (`map_over_dataset`), so
+a dataset built with the same seed is the same, on every host.
+"""
+
+import functools
+
+from absl import logging
+import seqio
+import tensorflow as tf
+
+from pause_lm import vocab as vocab_lib
+
+PLACEMENTS = ("append", "prepend")
+KEEPS = ("end", "start")
+# Number of prefix tokens cut to make room for the pauses (0 when nothing was cut).
+TRUNCATED_KEY = "inputs_pause_truncated"
+
+
+def _pause_id(output_features, key: str) -> int:
+  vocabulary = output_features[key].vocabulary
+  if not isinstance(vocabulary, vocab_lib.PauseVocabulary):
+    raise ValueError(
+        f"Feature {key!r} uses {type(vocabulary).__name__}, which has no <pause> id. Wrap it: "
+        f"seqio.Feature(pause_lm.vocab.PauseVocabulary(base_vocabulary)).")
+  return vocabulary.pause_id
+
+
+def insert_pauses(tokens: tf.Tensor, seed: tf.Tensor, pause_id: int, rate: float) -> tf.Tensor:
+  """Algorithm 1 on one 1-D sequence: k = round(rate * L) pauses in uniform gaps, trimmed to L.
+
+  Each pause independently picks one of the L + 1 gaps (before token 0, ..., after token L-1),
+  so several pauses may share a gap. Rounding is half-to-even, as Python's `round`.
+  """
+  length = tf.size(tokens)
+  num_pauses = tf.cast(tf.round(rate * tf.cast(length, tf.float64)), tf.int32)
+  gaps = tf.random.stateless_uniform(
+      [num_pauses], seed=seed, minval=0, maxval=length + 1, dtype=tf.int32)
+  pauses_per_gap = tf.math.bincount(gaps, minlength=length + 1, maxlength=length + 1,
+                                    dtype=tf.int32)
+  # Token i moves right by the number of pauses in gaps 0..i (those placed before it).
+  new_positions = tf.range(length) + tf.cumsum(pauses_per_gap)[:length]
+  injected = tf.fill([length + num_pauses], tf.constant(pause_id, tokens.dtype))
+  injected = tf.tensor_scatter_nd_update(injected, new_positions[:, None], tokens)
+  return injected[:length]
+
+
+def inject_pauses(dataset: tf.data.Dataset, output_features, rate: float = 0.1,
+                  feature_key: str = "targets") -> tf.data.Dataset:
+  """Pause-pretraining (Section 3.1): pauses at uniformly random positions of each chunk.
+
+  Apply after the text is cut into chunks of the sequence length, so that every chunk of
+  length L gets round(rate * L) pauses (205 for L = 2048 at the paper's 10%).
+  """
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f"Pause rate must be in [0, 1), got {rate}.")
+  pause_id = _pause_id(output_features, feature_key)
+
+  @seqio.map_over_dataset(num_seeds=1)
+  def inject(features, seed):
+    features = dict(features)
+    features[feature_key] = insert_pauses(features[feature_key], seed, pause_id, rate)
+    return features
+
+  return inject(dataset)
+
+
+def _delay_tokens(output_features, key: str, num_pauses: int, filler):
+  """The M tokens that delay the answer: <pause>, or copies of an ordinary token (Lanham)."""
+  if filler is None:
+    token = _pause_id(output_features, key)
+  elif isinstance(filler, int):
+    token = filler
+  else:
+    ids = list(output_features[key].vocabulary.encode(filler))
+    if len(ids) != 1:
+      raise ValueError(f"Filler {filler!r} encodes to {len(ids)} tokens {ids}; a filler must be "
+                       "one token. Pass its token id instead (filler=<int>).")
+    token = ids[0]
+  return tf.fill([num_pauses], tf.constant(token, tf.int32))
+
+
+def append_pauses(dataset: tf.data.Dataset, sequence_length, output_features, num_pauses: int,
+                  placement: str = "append", filler=None, keep: str = "end",
+                  feature_key: str = "inputs") -> tf.data.Dataset:
+  """Pause-finetuning / pause-inference (Section 3.1): M delay tokens around the prefix.
+
+  Apply after tokenization. When prefix + M exceeds the feature's length, the *prefix* is cut
+  (its end is kept by default: the question usually sits there), never the pauses, and
+  `inputs_pause_truncated` records how many tokens were cut.
+  """
+  if placement not in PLACEMENTS:
+    raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}.")
+  if keep not in KEEPS:
+    raise ValueError(f"keep must be one of {KEEPS}, got {keep!r}.")
+  if num_pauses < 0:
+    raise ValueError(f"num_pauses must be >= 0, got {num_pauses}.")
+  max_length = (sequence_length or {}).get(feature_key)
+  if max_length is not None and num_pauses >= max_length:
+    raise ValueError(
+        f"{num_pauses} pauses leave no room for the prefix in {feature_key!r} of length "
+        f"{max_length}; raise the {feature_key!r} sequence length or lower num_pauses.")
+  delay = _delay_tokens(output_features, feature_key, num_pauses, filler)
+  room = None if max_length is None else max_length - num_pauses
+
+  def add(features):
+    features = dict(features)
+    prefix = tf.cast(features[feature_key], tf.int32)
+    cut = tf.zeros([], tf.int32)
+    if room is not None:
+      cut = tf.maximum(tf.size(prefix) - room, 0)
+      prefix = prefix[cut:] if keep == "end" else prefix[:tf.size(prefix) - cut]
+    parts = [prefix, delay] if placement == "append" else [delay, prefix]
+    features[feature_key] = tf.concat(parts, axis=0)
+    features[TRUNCATED_KEY] = cut
+    return features
+
+  logging.info("Adding %d %s tokens (%s) to %r; prefixes longer than %s tokens are cut at the "
+               "%s.", num_pauses, "<pause>" if filler is None else repr(filler), placement,
+               feature_key, room, "start" if keep == "end" else "end")
+  return dataset.map(add, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def rekey_text(dataset: tf.data.Dataset, key: str = "text") -> tf.data.Dataset:
+  """Pretraining sources hold raw text under `key`; LM tasks want it as `targets`."""
+  return dataset.map(lambda ex: {"targets": ex[key]}, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def with_args(preprocessor, **kwargs):
+  """functools.partial that keeps the name, so `show` and logs say which preprocessor ran."""
+  partial = functools.partial(preprocessor, **kwargs)
+  functools.update_wrapper(partial, preprocessor)
+  return partial

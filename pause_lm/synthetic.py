@@ -1,0 +1,175 @@
+"""The embedded corpus: deterministic, generated on the fly, learnable by a tiny model on a CPU.
+
+Every document is a function of (split, index) alone, so the corpus needs no download, is
+identical on every machine and host, and holds as many tokens as a run asks for (2**20 train
+documents of ~70 tokens each: ~70M tokens). Its exercises (arithmetic, sorting, reversal,
+key-value recall, counting and maxima) are plain text whose answer comes only at the end, the
+kind of problem where extra parallel computation before answering could plausibly help.
+
+The same generators make the offline downstream tasks (`synthetic_qa`, `synthetic_choice`).
+"""
+
+import hashlib
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from pause_lm import vocab as vocab_lib
+
+SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
+NUM_DOCUMENTS = {"train": 2**20, "validation": 2**14, "test": 2**14}
+SPM_VOCAB_SIZE = 256
+_SPM_TRAINING_DOCUMENTS = 5_000
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# Bump when the generators change: the cached tokenizer is keyed by it.
+CORPUS_VERSION = "1"
+
+
+def _numbers(rng, n, high=100):
+  return [int(x) for x in rng.integers(0, high, size=n)]
+
+
+def _join(xs):
+  return " ".join(str(x) for x in xs)
+
+
+def _addition(rng):
+  a, b = _numbers(rng, 2, high=1000)
+  return f"{a} + {b} =", f"{a + b}"
+
+
+def _sort(rng):
+  xs = _numbers(rng, int(rng.integers(3, 9)))
+  return f"sort {_join(xs)} :", _join(sorted(xs))
+
+
+def _reverse(rng):
+  xs = list(rng.choice(list(_LETTERS), size=int(rng.integers(3, 9))))
+  return f"reverse {_join(xs)} :", _join(xs[::-1])
+
+
+def _recall(rng):
+  keys = [f"k{k}" for k in rng.permutation(20)[:int(rng.integers(3, 8))]]
+  values = _numbers(rng, len(keys))
+  asked = int(rng.integers(len(keys)))
+  pairs = " , ".join(f"{k} = {v}" for k, v in zip(keys, values))
+  return f"{pairs} ? {keys[asked]} =", f"{values[asked]}"
+
+
+def _count_above(rng):
+  xs = _numbers(rng, int(rng.integers(4, 12)))
+  threshold = int(rng.integers(10, 90))
+  return f"count > {threshold} in {_join(xs)} :", f"{sum(x > threshold for x in xs)}"
+
+
+def _maximum(rng):
+  xs = _numbers(rng, int(rng.integers(3, 10)))
+  return f"max {_join(xs)} :", f"{max(xs)}"
+
+
+EXERCISES = (_addition, _sort, _reverse, _recall, _count_above, _maximum)
+
+
+def _rng(split: str, index: int, stream: int) -> np.random.Generator:
+  return np.random.default_rng([stream, SPLIT_SEEDS[split], int(index)])
+
+
+def document(split: str, index: int) -> str:
+  """A pretraining document: 3-6 exercises, one a line, with their answers."""
+  rng = _rng(split, index, stream=0)
+  lines = []
+  for _ in range(int(rng.integers(3, 7))):
+    question, answer = EXERCISES[int(rng.integers(len(EXERCISES)))](rng)
+    lines.append(f"{question} {answer}")
+  return "\n".join(lines)
+
+
+def qa_example(split: str, index: int) -> dict[str, str]:
+  """A downstream decoding example: a long list, one question about all of it, at the end.
+
+  Answering needs a comparison with every listed value, which a single forward pass at the
+  answer position must do in parallel: the setting where pause tokens could add width.
+  """
+  rng = _rng(split, index, stream=1)
+  xs = _numbers(rng, int(rng.integers(12, 24)))
+  if rng.integers(2):
+    threshold = int(rng.integers(20, 80))
+    return {"inputs": f"values {_join(xs)} . how many are greater than {threshold} ?",
+            "targets": str(sum(x > threshold for x in xs))}
+  return {"inputs": f"values {_join(xs)} . which is the largest ?", "targets": str(max(xs))}
+
+
+def choice_example(split: str, index: int) -> dict:
+  """A downstream scoring example: pick the sorted copy of a list among four candidates."""
+  rng = _rng(split, index, stream=2)
+  xs = _numbers(rng, int(rng.integers(5, 10)))
+  answer = sorted(xs)
+  candidates = [answer]
+  while len(candidates) < 4:
+    wrong = list(answer)
+    i, j = rng.choice(len(wrong), size=2, replace=False)
+    wrong[i], wrong[j] = wrong[j], wrong[i]
+    if wrong not in candidates:
+      candidates.append(wrong)
+  order = rng.permutation(4)
+  return {"inputs": f"sort {_join(xs)} :",
+          "candidates": [_join(candidates[k]) for k in order],
+          "label": int(np.argmax(order == 0))}
+
+
+def _text_dataset(split: str, make_example, keys, batch: int = 64) -> tf.data.Dataset:
+  """tf.data over `make_example(split, index)`, generated in batches to amortise Python calls."""
+  if split not in NUM_DOCUMENTS:
+    raise ValueError(f"Unknown split {split!r}; the synthetic data has {sorted(NUM_DOCUMENTS)}.")
+
+  def generate(start):
+    rows = [make_example(split, i) for i in range(int(start), int(start) + batch)]
+    return [np.array([row[k] for row in rows], dtype=object) for k in keys]
+
+  def to_features(start):
+    columns = tf.numpy_function(generate, [start], [tf.string] * len(keys), stateful=False)
+    return {k: tf.ensure_shape(c, [batch]) for k, c in zip(keys, columns)}
+
+  starts = tf.data.Dataset.range(0, NUM_DOCUMENTS[split], batch)
+  return starts.map(to_features).unbatch()
+
+
+def pretraining_dataset(split: str, shuffle_files: bool = False, seed=None) -> tf.data.Dataset:
+  """seqio dataset_fn: {"text": document}. Documents are i.i.d., so shuffling files is moot."""
+  del shuffle_files, seed
+  return _text_dataset(split, lambda s, i: {"text": document(s, i)}, ["text"])
+
+
+def qa_dataset(split: str, shuffle_files: bool = False, seed=None) -> tf.data.Dataset:
+  del shuffle_files, seed
+  return _text_dataset(split, qa_example, ["inputs", "targets"])
+
+
+def sentencepiece_model_path() -> str:
+  """Trains the corpus's SentencePiece model once per corpus version; returns its cached path.
+
+  Training is deterministic (fixed documents, one thread, fixed seed), and the file is written
+  atomically, so concurrent processes and hosts agree on the same bytes.
+  """
+  import sentencepiece as spm  # Only needed the first time.
+  digest = hashlib.sha256(f"{CORPUS_VERSION}:{SPM_VOCAB_SIZE}".encode()).hexdigest()[:12]
+  path = os.path.join(vocab_lib.cache_dir(), f"synthetic_spm_{digest}.model")
+  if os.path.exists(path):
+    return path
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  sentences = []
+  for i in range(_SPM_TRAINING_DOCUMENTS):
+    sentences.extend(document("train", i).split("\n"))
+    example = qa_example("train", i)
+    sentences.append(f"{example['inputs']} {example['targets']}")
+  with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
+    prefix = os.path.join(tmp, "spm")
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_prefix=prefix, vocab_size=SPM_VOCAB_SIZE,
+        model_type="unigram", character_coverage=1.0, split_digits=True, num_threads=1,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False,
+        minloglevel=2)
+    os.replace(prefix + ".model", path)
+  return path
