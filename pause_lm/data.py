@@ -42,8 +42,8 @@ class TaskInfo:
 
 def get_task(task_name: str) -> seqio.Task:
   """The registered task, or an error that lists near names and how to register one."""
-  if task_name not in seqio.TaskRegistry.names():
-    close = difflib.get_close_matches(task_name, seqio.TaskRegistry.names(), n=5, cutoff=0.5)
+  if not tasks_lib.ensure_registered(task_name):
+    close = difflib.get_close_matches(task_name, tasks_lib.known_names(), n=5, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise TaskNotRegisteredError(
         f"Task {task_name!r} is not registered.{hint} Built-in tasks come with pause_lm.tasks; "
@@ -118,7 +118,9 @@ def log_truncations() -> None:
 
 def _raise_if_not_prepared(task_name: str, error: Exception):
   text = str(error)
-  if "could not find data" in text.lower() or "DatasetNotFoundError" in type(error).__name__:
+  not_prepared = ("could not find data", "has not been generated", "not found in")
+  if (any(s in text.lower() for s in not_prepared) or
+      "DatasetNotFoundError" in type(error).__name__):
     raise DatasetNotPreparedError(
         f"The data of task {task_name!r} is not prepared: {text}\nPrepare it with TFDS "
         "(e.g. `tfds build c4/en:3.1.0 --data_dir=DIR`, or copy a prepared copy to DIR), then "
@@ -142,7 +144,8 @@ def get_dataset(task_name: str, split: str, *, sequence_length: int | Mapping[st
   try:
     ds = task.get_dataset(
         sequence_length=lengths, split=split, shuffle=shuffle, seed=seed,
-        shard_info=seqio.ShardInfo(index=shard_id, num_shards=num_shards),
+        shard_info=(seqio.ShardInfo(index=shard_id, num_shards=num_shards)
+                    if num_shards > 1 else None),
         num_epochs=None if repeat else 1, use_cached=False)
   except Exception as e:  # pylint: disable=broad-except
     _raise_if_not_prepared(task_name, e)

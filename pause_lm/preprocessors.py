@@ -28,21 +28,26 @@ def _pause_id(output_features, key: str) -> int:
   return vocabulary.pause_id
 
 
-def insert_pauses(tokens: tf.Tensor, seed: tf.Tensor, pause_id: int, rate: float) -> tf.Tensor:
-  """Algorithm 1 on one 1-D sequence: k = round(rate * L) pauses in uniform gaps, trimmed to L.
+def pause_gaps(length: tf.Tensor, seed: tf.Tensor, rate: float) -> tf.Tensor:
+  """The gap of each of round(rate * L) pauses, uniform over the L + 1 gaps, independently.
 
-  Each pause independently picks one of the L + 1 gaps (before token 0, ..., after token L-1),
-  so several pauses may share a gap. Rounding is half-to-even, as Python's `round`.
+  Gap g means "before token g" (gap L: after the last token); several pauses may share a gap.
+  Rounding is half-to-even, as Python's `round`.
   """
-  length = tf.size(tokens)
   num_pauses = tf.cast(tf.round(rate * tf.cast(length, tf.float64)), tf.int32)
-  gaps = tf.random.stateless_uniform(
+  return tf.random.stateless_uniform(
       [num_pauses], seed=seed, minval=0, maxval=length + 1, dtype=tf.int32)
+
+
+def insert_pauses(tokens: tf.Tensor, seed: tf.Tensor, pause_id: int, rate: float) -> tf.Tensor:
+  """Algorithm 1 on one 1-D sequence: pauses into the gaps of `pause_gaps`, trimmed to L."""
+  length = tf.size(tokens)
+  gaps = pause_gaps(length, seed, rate)
   pauses_per_gap = tf.math.bincount(gaps, minlength=length + 1, maxlength=length + 1,
                                     dtype=tf.int32)
   # Token i moves right by the number of pauses in gaps 0..i (those placed before it).
   new_positions = tf.range(length) + tf.cumsum(pauses_per_gap)[:length]
-  injected = tf.fill([length + num_pauses], tf.constant(pause_id, tokens.dtype))
+  injected = tf.fill([length + tf.size(gaps)], tf.constant(pause_id, tokens.dtype))
   injected = tf.tensor_scatter_nd_update(injected, new_positions[:, None], tokens)
   return injected[:length]
 

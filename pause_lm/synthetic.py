@@ -10,6 +10,7 @@ The same generators make the offline downstream tasks (`synthetic_qa`, `syntheti
 """
 
 import hashlib
+import io
 import os
 import tempfile
 
@@ -24,7 +25,7 @@ SPM_VOCAB_SIZE = 256
 _SPM_TRAINING_DOCUMENTS = 5_000
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 # Bump when the generators change: the cached tokenizer is keyed by it.
-CORPUS_VERSION = "1"
+CORPUS_VERSION = "3"
 
 
 def _numbers(rng, n, high=100):
@@ -164,12 +165,12 @@ def sentencepiece_model_path() -> str:
     sentences.extend(document("train", i).split("\n"))
     example = qa_example("train", i)
     sentences.append(f"{example['inputs']} {example['targets']}")
-  with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
-    prefix = os.path.join(tmp, "spm")
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences), model_prefix=prefix, vocab_size=SPM_VOCAB_SIZE,
-        model_type="unigram", character_coverage=1.0, split_digits=True, num_threads=1,
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False,
-        minloglevel=2)
-    os.replace(prefix + ".model", path)
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(sentences), model_writer=model, vocab_size=SPM_VOCAB_SIZE,
+      model_type="bpe", character_coverage=1.0, split_digits=True, num_threads=1,
+      pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2)
+  with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), delete=False) as f:
+    f.write(model.getvalue())
+  os.replace(f.name, path)
   return path

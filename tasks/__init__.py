@@ -8,8 +8,11 @@ docs/custom_tasks.md.
 """
 
 from pause_lm.tasks import downstream
+from pause_lm.tasks import registry
 from pause_lm.tasks import pretraining
 from pause_lm.tasks.downstream import finetune_task
 from pause_lm.tasks.downstream import register_downstream_task
 from pause_lm.tasks.downstream import register_pause_variant
 from pause_lm.tasks.downstream import target_length
+from pause_lm.tasks.registry import ensure_registered
+from pause_lm.tasks.registry import known_names

@@ -14,7 +14,7 @@ Features: prefix-LM ("inputs" bidirectional, pauses included; loss on "targets" 
 """
 
 import dataclasses
-import functools
+import re
 from typing import Callable, Sequence
 
 import gin
@@ -24,6 +24,7 @@ from t5.evaluation import metrics as t5_metrics
 from pause_lm import preprocessors
 from pause_lm import synthetic
 from pause_lm import vocab as vocab_lib
+from pause_lm.tasks import registry
 
 PAPER_NUM_PAUSES = (10, 50)
 DEFAULT_FILLER = "."
@@ -105,6 +106,22 @@ def finetune_task(base: str = gin.REQUIRED, num_pauses: int = 0, placement: str 
                   filler: str | int | None = None) -> str:
   """Gin's way to ask for a variant: `TASK = @finetune_task()` with base/M/placement/filler."""
   return register_pause_variant(base, num_pauses, placement, filler)
+
+
+_VARIANT = re.compile(r"^(?P<base>.+)_(?P<kind>pause|filler)(?P<m>\d+)(?:_(?P<placement>prepend|append))?$")
+
+
+def _resolve_variant(name: str) -> bool:
+  """Registers a variant from its name alone, e.g. `squad_pause5_prepend`, `gsm8k_filler10`."""
+  match = _VARIANT.match(name)
+  if not match or match["base"] not in _BASES:
+    return False
+  filler = DEFAULT_FILLER if match["kind"] == "filler" else None
+  register_pause_variant(match["base"], int(match["m"]), match["placement"] or "append", filler)
+  return True
+
+
+registry.register_resolver(_resolve_variant)
 
 
 def target_length(task_name: str) -> int | None:

@@ -15,6 +15,7 @@ from t5.data import preprocessors as t5_preprocessors
 from pause_lm import preprocessors
 from pause_lm import synthetic
 from pause_lm import vocab as vocab_lib
+from pause_lm.tasks import registry
 
 C4_TFDS_NAME = "c4/en:3.1.0"
 PAUSE_RATE = 0.1
@@ -46,9 +47,18 @@ def register_pretraining_task(name: str, source: seqio.DataSource, vocabulary, *
 
 @gin.configurable
 def c4_source(tfds_name: str = C4_TFDS_NAME, tfds_data_dir: str | None = None):
-  """TFDS C4; `tfds_data_dir` (or the TFDS_DATA_DIR variable) points at prepared data."""
+  """TFDS C4; `tfds_data_dir` (or the TFDS_DATA_DIR variable) points at prepared data.
+
+  Read-only: C4 is an Apache Beam dataset that a training run must never try to build on the
+  fly; an unprepared data dir is an error that says how to prepare it.
+  """
   return seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=tfds_data_dir,
-                              splits={"train": "train", "validation": "validation"})
+                              splits={"train": "train", "validation": "validation"},
+                              read_only=True)
+
+
+def _register_c4(name: str, pause: bool):
+  register_pretraining_task(name, c4_source(), vocab_lib.c4_vocabulary(), pause=pause)
 
 
 def _register_all():
@@ -58,8 +68,9 @@ def _register_all():
   for variant, pause in (("std", False), ("pause", True)):
     register_pretraining_task(f"synthetic_{variant}_pretrain", synthetic_source,
                               vocab_lib.synthetic_vocabulary(), pause=pause)
-    register_pretraining_task(f"c4_{variant}_pretrain", c4_source(), vocab_lib.c4_vocabulary(),
-                              pause=pause)
+    # C4 waits for its first request, so gin bindings of its data dir and vocabulary apply.
+    name = f"c4_{variant}_pretrain"
+    registry.register_lazily(name, functools.partial(_register_c4, name, pause))
 
 
 _register_all()

@@ -1,0 +1,134 @@
+"""Algorithm 1 (pause injection) and Algorithms 2/3 (appended pauses), checked exactly."""
+
+import collections
+
+from hypothesis import given, settings, strategies as st
+import numpy as np
+import pytest
+import scipy.stats
+import seqio
+import tensorflow as tf
+
+from pause_lm import preprocessors
+from pause_lm import vocab as vocab_lib
+
+BASE = seqio.ByteVocabulary()
+VOCAB = vocab_lib.PauseVocabulary(BASE)
+PAUSE = VOCAB.pause_id
+FEATURES = {"inputs": seqio.Feature(VOCAB, add_eos=False),
+            "targets": seqio.Feature(VOCAB, add_eos=True)}
+
+
+def _reference(tokens, gaps, pause_id):
+  """Algorithm 1 written the slow, obvious way: walk the gaps, then trim."""
+  per_gap = collections.Counter(int(g) for g in gaps)
+  out = []
+  for i in range(len(tokens) + 1):
+    out.extend([pause_id] * per_gap[i])
+    if i < len(tokens):
+      out.append(tokens[i])
+  return out[:len(tokens)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(length=st.integers(1, 400), rate=st.floats(0.0, 0.5),
+       seed=st.tuples(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1)))
+def test_insert_pauses_properties(length, rate, seed):
+  tokens = np.arange(1000, 1000 + length, dtype=np.int32)  # distinct, never the pause id
+  gaps = preprocessors.pause_gaps(tf.constant(length), tf.constant(seed), rate).numpy()
+  out = preprocessors.insert_pauses(tf.constant(tokens), tf.constant(seed), PAUSE, rate).numpy()
+
+  assert len(gaps) == round(rate * length)                  # k pauses before the trim
+  assert ((0 <= gaps) & (gaps <= length)).all()             # one of the L + 1 gaps each
+  assert len(out) == length                                 # trimmed back to L
+  kept = int((out == PAUSE).sum())
+  assert kept <= len(gaps)
+  np.testing.assert_array_equal(out[out != PAUSE], tokens[:length - kept])  # order, prefix
+  assert out.tolist() == _reference(tokens.tolist(), gaps, PAUSE)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 2))
+def test_insert_pauses_deterministic_per_seed_and_varies_across_seeds(seed):
+  tokens = tf.range(1, 2049)
+  run = lambda s: preprocessors.insert_pauses(tokens, tf.constant([s, 7]), PAUSE, 0.1).numpy()
+  np.testing.assert_array_equal(run(seed), run(seed))
+  assert (run(seed) != run(seed + 1)).any()
+
+
+def test_paper_setting_inserts_205_pauses_in_2048():
+  gaps = preprocessors.pause_gaps(tf.constant(2048), tf.constant([1, 2]), 0.1)
+  assert gaps.shape == (205,)
+
+
+def test_gaps_are_uniform_over_all_l_plus_one_gaps():
+  length, draws = 20, 4000
+  counts = np.zeros(length + 1)
+  for s in range(draws // 4):
+    gaps = preprocessors.pause_gaps(tf.constant(length), tf.constant([s, 0]), 0.2).numpy()
+    np.add.at(counts, gaps, 1)
+  assert counts.sum() == draws
+  assert counts[0] > 0 and counts[length] > 0  # both ends reachable
+  p_value = scipy.stats.chisquare(counts).pvalue
+  assert p_value > 0.001, (p_value, counts)
+
+
+def test_inject_pauses_uses_seqio_seeds():
+  ds = tf.data.Dataset.from_tensor_slices({"targets": tf.reshape(tf.range(1, 1 + 8 * 100), [8, 100])})
+
+  def run(seed):
+    with seqio.utils.map_seed_manager(seed):
+      out = preprocessors.inject_pauses(ds, FEATURES, rate=0.1)
+    return np.stack([ex["targets"] for ex in out.as_numpy_iterator()])
+
+  a, b, c = run(1), run(1), run(2)
+  np.testing.assert_array_equal(a, b)
+  assert (a != c).any()
+  assert ((a == PAUSE).sum(axis=1) <= 10).all() and (a == PAUSE).sum() > 40
+  # Different examples get different positions.
+  assert len({tuple(np.flatnonzero(row == PAUSE)) for row in a}) == len(a)
+
+
+def test_inject_pauses_needs_a_pause_vocabulary():
+  with pytest.raises(ValueError, match="PauseVocabulary"):
+    preprocessors.inject_pauses(tf.data.Dataset.from_tensors({"targets": [1]}),
+                                {"targets": seqio.Feature(BASE)})
+
+
+def _append(prefix, m, length=None, **kwargs):
+  ds = tf.data.Dataset.from_tensors({"inputs": tf.constant(prefix, tf.int32),
+                                     "targets": tf.constant([7, 7], tf.int32)})
+  lengths = None if length is None else {"inputs": length, "targets": 4}
+  out = preprocessors.append_pauses(ds, lengths, FEATURES, m, **kwargs)
+  ex = next(out.as_numpy_iterator())
+  return ex["inputs"].tolist(), int(ex[preprocessors.TRUNCATED_KEY])
+
+
+def test_append_and_prepend():
+  assert _append([5, 6, 7], 3) == ([5, 6, 7, PAUSE, PAUSE, PAUSE], 0)
+  assert _append([5, 6, 7], 2, placement="prepend") == ([PAUSE, PAUSE, 5, 6, 7], 0)
+  assert _append([5, 6, 7], 0) == ([5, 6, 7], 0)
+
+
+def test_filler_uses_an_ordinary_token():
+  dot = BASE.encode(".")[0]
+  assert _append([5, 6], 3, filler=".") == ([5, 6, dot, dot, dot], 0)
+  assert _append([5, 6], 2, filler=42) == ([5, 6, 42, 42], 0)
+  with pytest.raises(ValueError, match="one token"):
+    _append([5, 6], 2, filler="..")
+
+
+def test_truncation_cuts_the_prefix_never_the_pauses():
+  prefix = list(range(10, 20))
+  inputs, cut = _append(prefix, 4, length=8)
+  assert inputs == [16, 17, 18, 19] + [PAUSE] * 4 and cut == 6
+  inputs, cut = _append(prefix, 4, length=8, keep="start")
+  assert inputs == [10, 11, 12, 13] + [PAUSE] * 4 and cut == 6
+  inputs, cut = _append(prefix, 4, length=8, placement="prepend")
+  assert inputs == [PAUSE] * 4 + [16, 17, 18, 19] and cut == 6
+  assert _append(prefix, 4, length=14) == (prefix + [PAUSE] * 4, 0)
+
+
+def test_too_many_pauses_for_the_length_is_an_error():
+  with pytest.raises(ValueError, match="no room for the prefix"):
+    _append([5], 8, length=8)
