@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "optax>=0.2.5",
     "orbax-checkpoint>=0.11",
     "clu>=0.0.12",
+    "tensorboard",  # clu.metric_writers imports it; TF 2.21 no longer brings it in
     "gin-config>=0.5",
     "seqio>=0.0.19",
     "tensorflow-datasets>=4.9.9",

@@ -53,6 +53,12 @@ def get_task(task_name: str) -> seqio.Task:
   return seqio.get_mixture_or_task(task_name)
 
 
+def eval_task_name(task_name: str) -> str:
+  """The form of a task to evaluate: every candidate for scoring tasks, else the task."""
+  get_task(task_name)
+  return tasks_lib.eval_task_name(task_name)
+
+
 def task_info(task_name: str) -> TaskInfo:
   task = get_task(task_name)
   vocabulary = task.output_features["targets"].vocabulary

@@ -148,6 +148,25 @@ def qa_dataset(split: str, shuffle_files: bool = False, seed=None) -> tf.data.Da
   return _text_dataset(split, qa_example, ["inputs", "targets"])
 
 
+def choice_dataset(split: str, shuffle_files: bool = False, seed=None) -> tf.data.Dataset:
+  del shuffle_files, seed
+
+  def generate(start, batch=64):
+    rows = [choice_example(split, i) for i in range(int(start), int(start) + batch)]
+    return (np.array([r["inputs"] for r in rows], dtype=object),
+            np.array([r["candidates"] for r in rows], dtype=object),
+            np.array([r["label"] for r in rows], dtype=np.int64))
+
+  def to_features(start):
+    inputs, candidates, label = tf.numpy_function(
+        generate, [start], [tf.string, tf.string, tf.int64], stateful=False)
+    return {"inputs": tf.ensure_shape(inputs, [64]),
+            "candidates": tf.ensure_shape(candidates, [64, 4]),
+            "label": tf.ensure_shape(label, [64])}
+
+  return tf.data.Dataset.range(0, NUM_DOCUMENTS[split], 64).map(to_features).unbatch()
+
+
 def sentencepiece_model_path() -> str:
   """Trains the corpus's SentencePiece model once per corpus version; returns its cached path.
 

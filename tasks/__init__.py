@@ -1,7 +1,9 @@
 """SeqIO task registrations (installed as `pause_lm.tasks`; importing registers them all).
 
 - `pretraining`: C4 and the embedded synthetic corpus, standard and pause variants.
-- `downstream`: finetuning/evaluation tasks and their pause variants (any M, placement, filler).
+- `downstream`: finetuning/evaluation tasks and their pause variants (any M, placement, filler),
+  and the offline synthetic ones.
+- `paper`: the paper's nine downstream tasks (TFDS, and CommonSenseQA's JSONL files).
 
 Register your own tasks in a module of your own and import it from a gin file; see
 docs/custom_tasks.md.
@@ -9,8 +11,12 @@ docs/custom_tasks.md.
 
 from pause_lm.tasks import downstream
 from pause_lm.tasks import registry
+from pause_lm.tasks import paper
 from pause_lm.tasks import pretraining
+from pause_lm.tasks.downstream import declare_downstream_task
+from pause_lm.tasks.downstream import eval_task_name
 from pause_lm.tasks.downstream import finetune_task
+from pause_lm.tasks.downstream import is_scoring
 from pause_lm.tasks.downstream import register_downstream_task
 from pause_lm.tasks.downstream import register_pause_variant
 from pause_lm.tasks.downstream import target_length

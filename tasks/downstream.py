@@ -1,15 +1,18 @@
 """Downstream (finetuning / evaluation) tasks and their pause variants.
 
-A downstream task is registered once as a *base* (source, text preprocessors giving
-{"inputs", "targets"} strings, metrics). Its variants are derived from the base by name:
+A downstream task is declared once as a *base* (source, text preprocessors giving
+{"inputs", "targets"} strings, metrics). Its variants are registered from the base by name:
 
   {base}_std                      no pauses (StdFT)
   {base}_pause{M}                 M pauses appended to the prefix (PauseFT, Section 3.1)
   {base}_pause{M}_prepend         M pauses before the prefix (Section 5.3)
   {base}_filler{M}                M copies of '.' appended (Lanham et al. baseline, Section 4.3)
+  ..._eval                        scoring tasks only: every candidate, for rank classification
 
-`_std`, `_pause10` and `_pause50` are registered up front (the paper's M); any other variant is
-registered on first request by `register_pause_variant` (or from gin via `finetune_task`).
+A variant is registered with seqio on its first request (`pause_lm.data.get_task`, or gin's
+`TASK = @finetune_task()`), so a base's vocabulary and data dirs can be set in gin files that
+are parsed after this module is imported. `{base}_std`, `_pause10` and `_pause50` (the paper's
+M) are listed up front; any other M, placement or filler works the same way.
 Features: prefix-LM ("inputs" bidirectional, pauses included; loss on "targets" only).
 """
 
@@ -19,7 +22,10 @@ from typing import Callable, Sequence
 
 import gin
 import seqio
+from t5.data import postprocessors as t5_postprocessors
+from t5.data import preprocessors as t5_preprocessors
 from t5.evaluation import metrics as t5_metrics
+import tensorflow as tf
 
 from pause_lm import preprocessors
 from pause_lm import synthetic
@@ -28,6 +34,7 @@ from pause_lm.tasks import registry
 
 PAPER_NUM_PAUSES = (10, 50)
 DEFAULT_FILLER = "."
+EVAL_SUFFIX = "_eval"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +46,19 @@ class DownstreamBase:
   target_length: int
   metric_fns: Sequence[Callable] = ()
   postprocess_fn: Callable | None = None
+  # Scoring tasks: preprocessors that yield every candidate (the training form keeps the
+  # correct one only). None for decoding tasks.
+  eval_text_preprocessors: Sequence[Callable] | None = None
+
+  @property
+  def scoring(self) -> bool:
+    return self.eval_text_preprocessors is not None
 
 
 _BASES: dict[str, DownstreamBase] = {}
+_DECLARED: dict[str, Callable[[], DownstreamBase]] = {}
 _TARGET_LENGTHS: dict[str, int] = {}
+_SCORING: set[str] = set()
 
 
 def variant_name(base: str, num_pauses: int, placement: str = "append",
@@ -54,37 +70,46 @@ def variant_name(base: str, num_pauses: int, placement: str = "append",
   return f"{base}_{kind}{num_pauses}{suffix}"
 
 
+def declare_downstream_task(name: str, make_base: Callable[[], DownstreamBase],
+                            num_pauses: Sequence[int] = PAPER_NUM_PAUSES) -> None:
+  """Declares a base whose source/vocabulary are built on first use (after gin is parsed)."""
+  if name in _DECLARED or name in _BASES:
+    raise ValueError(f"Downstream task {name!r} is already registered.")
+  _DECLARED[name] = make_base
+  for m in (0, *num_pauses):
+    variant = variant_name(name, m)
+    registry.register_lazily(variant, lambda m=m: register_pause_variant(name, m))
+
+
 def register_downstream_task(name: str, source: seqio.DataSource,
                              text_preprocessors: Sequence[Callable], vocabulary, *,
                              target_length: int, metric_fns: Sequence[Callable] = (),
                              postprocess_fn: Callable | None = None,
+                             eval_text_preprocessors: Sequence[Callable] | None = None,
                              num_pauses: Sequence[int] = PAPER_NUM_PAUSES) -> None:
-  """Registers a base downstream task and its `_std` and `_pause{M}` variants.
+  """Registers a base downstream task; its variants register on request.
 
   `text_preprocessors` must turn source examples into {"inputs": str, "targets": str} (other
-  keys pass through for metrics). `target_length` is the token budget of the answer; the
-  prefix gets the rest of the sequence length.
+  keys pass through for metrics and postprocessing). `target_length` is the token budget of
+  the answer; the prefix and its pauses get the rest of the sequence length.
   """
-  if name in _BASES:
-    raise ValueError(f"Downstream task {name!r} is already registered.")
-  _BASES[name] = DownstreamBase(name, source, tuple(text_preprocessors), vocabulary,
-                                target_length, tuple(metric_fns), postprocess_fn)
-  register_pause_variant(name, 0)
-  for m in num_pauses:
-    register_pause_variant(name, m)
+  base = DownstreamBase(name, source, tuple(text_preprocessors), vocabulary, target_length,
+                        tuple(metric_fns), postprocess_fn,
+                        None if eval_text_preprocessors is None else tuple(eval_text_preprocessors))
+  declare_downstream_task(name, lambda: base, num_pauses)
 
 
-def register_pause_variant(base: str, num_pauses: int, placement: str = "append",
-                           filler: str | int | None = None) -> str:
-  """Registers (once) and returns the name of one variant of a registered base task."""
-  if base not in _BASES:
-    raise ValueError(f"No downstream base task {base!r}; registered: {sorted(_BASES)}. "
-                     "Register it with pause_lm.tasks.register_downstream_task.")
-  name = variant_name(base, num_pauses, placement, filler)
-  if name in seqio.TaskRegistry.names():
-    return name
-  spec = _BASES[base]
-  steps = list(spec.text_preprocessors) + [seqio.preprocessors.tokenize]
+def _base(name: str) -> DownstreamBase:
+  if name not in _BASES:
+    if name not in _DECLARED:
+      raise ValueError(f"No downstream base task {name!r}; registered: {sorted(_DECLARED)}. "
+                       "Register it with pause_lm.tasks.register_downstream_task.")
+    _BASES[name] = _DECLARED[name]()
+  return _BASES[name]
+
+
+def _add(name: str, spec: DownstreamBase, text_preprocessors, num_pauses, placement, filler):
+  steps = list(text_preprocessors) + [seqio.preprocessors.tokenize]
   if num_pauses:
     steps.append(preprocessors.with_args(
         preprocessors.append_pauses, num_pauses=num_pauses, placement=placement, filler=filler))
@@ -98,6 +123,18 @@ def register_pause_variant(base: str, num_pauses: int, placement: str = "append"
       metric_fns=list(spec.metric_fns),
       postprocess_fn=spec.postprocess_fn)
   _TARGET_LENGTHS[name] = spec.target_length
+
+
+def register_pause_variant(base: str, num_pauses: int, placement: str = "append",
+                           filler: str | int | None = None) -> str:
+  """Registers (once) and returns the name of one variant of a declared base task."""
+  spec = _base(base)
+  name = variant_name(base, num_pauses, placement, filler)
+  if name not in seqio.TaskRegistry.names():
+    _add(name, spec, spec.text_preprocessors, num_pauses, placement, filler)
+    if spec.scoring:
+      _add(name + EVAL_SUFFIX, spec, spec.eval_text_preprocessors, num_pauses, placement, filler)
+      _SCORING.add(name + EVAL_SUFFIX)
   return name
 
 
@@ -108,20 +145,15 @@ def finetune_task(base: str = gin.REQUIRED, num_pauses: int = 0, placement: str 
   return register_pause_variant(base, num_pauses, placement, filler)
 
 
-_VARIANT = re.compile(r"^(?P<base>.+)_(?P<kind>pause|filler)(?P<m>\d+)(?:_(?P<placement>prepend|append))?$")
+def eval_task_name(task_name: str) -> str:
+  """The task to evaluate: the all-candidates form for scoring tasks, else the task itself."""
+  registry.ensure_registered(task_name)
+  candidate = task_name + EVAL_SUFFIX
+  return candidate if candidate in _SCORING else task_name
 
 
-def _resolve_variant(name: str) -> bool:
-  """Registers a variant from its name alone, e.g. `squad_pause5_prepend`, `gsm8k_filler10`."""
-  match = _VARIANT.match(name)
-  if not match or match["base"] not in _BASES:
-    return False
-  filler = DEFAULT_FILLER if match["kind"] == "filler" else None
-  register_pause_variant(match["base"], int(match["m"]), match["placement"] or "append", filler)
-  return True
-
-
-registry.register_resolver(_resolve_variant)
+def is_scoring(task_name: str) -> bool:
+  return task_name in _SCORING
 
 
 def target_length(task_name: str) -> int | None:
@@ -129,18 +161,59 @@ def target_length(task_name: str) -> int | None:
   return _TARGET_LENGTHS.get(task_name)
 
 
+_VARIANT = re.compile(r"^(?P<base>.+?)_(?:std|(?P<kind>pause|filler)(?P<m>\d+)"
+                      r"(?:_(?P<placement>prepend|append))?)(?P<eval>_eval)?$")
+
+
+def _resolve_variant(name: str) -> bool:
+  """Registers a variant from its name alone, e.g. `squad_pause5_prepend`, `gsm8k_filler10`."""
+  match = _VARIANT.match(name)
+  if not match or match["base"] not in _DECLARED:
+    return False
+  filler = DEFAULT_FILLER if match["kind"] == "filler" else None
+  register_pause_variant(match["base"], int(match["m"] or 0), match["placement"] or "append",
+                         filler)
+  return True
+
+
+registry.register_resolver(_resolve_variant)
+
+
 def _strip(answer, example=None, is_target=False):
   del example, is_target
   return answer.strip()
 
 
+def _rank_candidates(mode):
+  """t5's rank classification over synthetic.choice_example's four candidates."""
+  def preprocess(ds):
+    return t5_preprocessors.rank_classification(
+        ds, inputs_fn=lambda ex: tf.fill([4], ex["inputs"]),
+        targets_fn=lambda ex: ex["candidates"],
+        is_correct_fn=lambda ex: tf.one_hot(ex["label"], 4, on_value=True, off_value=False),
+        mode=mode)
+  preprocess.__name__ = f"rank_classification_{mode}"
+  return preprocess
+
+
+def rank_accuracy(targets, scores):
+  return {"accuracy": t5_metrics.rank_classification(targets, scores)["accuracy"]}
+
+
 def _register_synthetic():
-  source = seqio.FunctionDataSource(
-      synthetic.qa_dataset, splits=tuple(synthetic.NUM_DOCUMENTS),
-      num_input_examples=dict(synthetic.NUM_DOCUMENTS))
+  """Offline downstream tasks: a decoding one (`synthetic_qa`), a scoring one (`synthetic_choice`)."""
+  splits = dict(splits=tuple(synthetic.NUM_DOCUMENTS),
+                num_input_examples=dict(synthetic.NUM_DOCUMENTS))
+  vocabulary = vocab_lib.synthetic_vocabulary()
   register_downstream_task(
-      "synthetic_qa", source, text_preprocessors=[], vocabulary=vocab_lib.synthetic_vocabulary(),
-      target_length=8, metric_fns=[t5_metrics.accuracy], postprocess_fn=_strip)
+      "synthetic_qa", seqio.FunctionDataSource(synthetic.qa_dataset, **splits),
+      text_preprocessors=[], vocabulary=vocabulary, target_length=8,
+      metric_fns=[t5_metrics.accuracy], postprocess_fn=_strip)
+  register_downstream_task(
+      "synthetic_choice", seqio.FunctionDataSource(synthetic.choice_dataset, **splits),
+      text_preprocessors=[_rank_candidates("train")], vocabulary=vocabulary, target_length=32,
+      eval_text_preprocessors=[_rank_candidates("eval")], metric_fns=[rank_accuracy],
+      postprocess_fn=t5_postprocessors.rank_classification)
 
 
 _register_synthetic()

@@ -1,0 +1,153 @@
+"""Command-line gin handling shared by every pause-lm entry point.
+
+Entry points accept `--gin_file` (repeatable, later files win), `--gin_bindings`
+(repeatable, applied after all files), `--gin_search_paths`, and the T5X
+shorthand `--gin.NAME=value`, which is rewritten into a binding before absl
+parses the command line. Settings a run cannot do without are declared in the
+gin files as `NAME = %gin.REQUIRED`; gin itself happily passes that sentinel on
+when it reaches a function through a macro, so `parse_gin` checks for unset
+ones up front and fails with the flag that fixes it.
+"""
+
+from collections.abc import Callable, Sequence
+import os
+import pathlib
+
+from absl import app
+from absl import flags
+from etils import epath
+import gin
+import jax
+
+flags.DEFINE_multi_string(
+    'gin_file', [], 'Gin config files to parse, in order; later ones win.')
+flags.DEFINE_multi_string(
+    'gin_bindings', [],
+    'Individual gin bindings, applied after all --gin_file files. '
+    '`--gin.NAME=value` is shorthand for `--gin_bindings="NAME = value"`.')
+flags.DEFINE_list(
+    'gin_search_paths', ['.'],
+    'Comma-separated folders searched for --gin_file files and for gin '
+    '`include` statements. The repository root is always searched last.')
+
+_SHORTHAND_PREFIX = '--gin.'
+_REQUIRED_SELECTOR = 'gin.REQUIRED/gin.constant'
+
+# The checkout this module runs from: gin files live in its `gin/` folder and
+# `include` each other by paths relative to it (e.g. 'gin/models/tiny.gin').
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+class MissingSettingError(ValueError):
+  """A `%gin.REQUIRED` setting was never given a value."""
+
+
+def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
+  """Turns `--gin.NAME=value` into `--gin_bindings=NAME = value`.
+
+  absl refuses flags it does not know, and a flag per gin macro cannot be
+  declared in advance, so the shorthand is rewritten before absl sees it.
+
+  Args:
+    argv: The full command line, program name first.
+
+  Returns:
+    The command line with every shorthand rewritten.
+
+  Raises:
+    app.UsageError: A shorthand flag has no `=value`.
+  """
+  rewritten = []
+  for arg in argv:
+    if not arg.startswith(_SHORTHAND_PREFIX):
+      rewritten.append(arg)
+      continue
+    name, sep, value = arg[len(_SHORTHAND_PREFIX):].partition('=')
+    if not sep or not name:
+      raise app.UsageError(
+          f'Cannot read {arg!r}: write gin shorthand flags as '
+          f'--gin.NAME=value, for example --gin.TRAIN_STEPS=1000.')
+    rewritten.append(f'--gin_bindings={name} = {value}')
+  return rewritten
+
+
+def parse_flags_with_gin(argv: Sequence[str]) -> list[str]:
+  """absl flags parser that understands the `--gin.NAME=value` shorthand."""
+  return flags.FLAGS(rewrite_gin_args(argv))
+
+
+def run(main: Callable[[Sequence[str]], None]) -> None:
+  """`app.run` with the gin shorthand enabled; use as an entry point's run."""
+  app.run(main, flags_parser=parse_flags_with_gin)
+
+
+def parse_gin(
+    gin_files: Sequence[str],
+    gin_bindings: Sequence[str] = (),
+    gin_search_paths: Sequence[str] = ('.',),
+) -> None:
+  """Parses gin files and bindings, then fails fast on unset required settings.
+
+  Args:
+    gin_files: Files to parse in order; later files override earlier ones.
+    gin_bindings: Bindings applied after all files.
+    gin_search_paths: Folders in which files and `include`s are looked up.
+
+  Raises:
+    MissingSettingError: A `%gin.REQUIRED` macro or parameter has no value.
+    ValueError: No gin file was given.
+  """
+  if not gin_files:
+    raise ValueError(
+        'No gin config given: pass at least one --gin_file, for example '
+        '--gin_file=gin/quickstart.gin.')
+  for path in [*gin_search_paths, os.fspath(REPO_ROOT)]:
+    gin.add_config_file_search_path(path)
+  gin.parse_config_files_and_bindings(
+      gin_files, gin_bindings, finalize_config=False)
+  check_required_settings()
+
+
+def check_required_settings() -> None:
+  """Raises `MissingSettingError` naming every unset `%gin.REQUIRED` value."""
+  missing_macros, missing_params = [], []
+  # gin has no public way to list bindings; the parsed config is read only.
+  for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
+    for name, value in params.items():
+      if not _is_required_sentinel(value):
+        continue
+      if selector == 'gin.macro':
+        missing_macros.append(scope)
+      else:
+        missing_params.append(
+            f'{scope}/{selector}.{name}' if scope else f'{selector}.{name}')
+  if not missing_macros and not missing_params:
+    return
+  lines = ['Required gin settings are not set:']
+  for macro in sorted(missing_macros):
+    lines.append(f'  {macro}: set it with --gin.{macro}=... '
+                 f'(or `{macro} = ...` in a --gin_file).')
+  for param in sorted(missing_params):
+    lines.append(f'  {param}: set it with --gin_bindings="{param} = ...".')
+  raise MissingSettingError('\n'.join(lines))
+
+
+def _is_required_sentinel(value) -> bool:
+  return (isinstance(value, gin.config.ConfigurableReference) and
+          value.scoped_selector == _REQUIRED_SELECTOR)
+
+
+def write_operative_config(model_dir: str | os.PathLike[str]) -> None:
+  """Writes the settings this run actually used to `model_dir/config.gin`.
+
+  Written by process 0 only (all processes parse the same flags); call it
+  after every configurable has been called, or their values will be missing.
+
+  Args:
+    model_dir: The run's output folder (local or a cloud path).
+  """
+  if jax.process_index() != 0:
+    return
+  model_dir = epath.Path(model_dir)
+  model_dir.mkdir(parents=True, exist_ok=True)
+  (model_dir / 'config.gin').write_text(gin.operative_config_str())

@@ -1,0 +1,470 @@
+"""The training loop: one jitted, sharded step; Orbax resume; CLU metrics.
+
+Read `train` top to bottom: it builds the mesh, model, optimizer and input
+pipeline from gin, restores (or initialises) the state, then runs the step.
+Everything the step needs to be exactly resumable is in the checkpoint: the
+state (its `step` also seeds dropout) and the input iterator's position.
+
+Host-device syncs are kept off the per-step path: per-step metrics stay on the
+device and are fetched at log and save steps, which is also where a non-finite
+loss or gradient is caught (before any checkpoint of the bad state is written).
+"""
+
+from collections.abc import Callable, Mapping
+import dataclasses
+import logging
+import math
+import time
+from typing import Any
+
+from clu import metric_writers
+from clu import periodic_actions
+from clu.data import dataset_iterator as clu_iterator
+from etils import epath
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pause_lm import checkpointing
+from pause_lm import data as data_lib
+from pause_lm import gin_utils
+from pause_lm import model as model_lib
+from pause_lm import optimizer as optimizer_lib
+from pause_lm import sharding
+
+State = dict[str, Any]  # {'step': int32 scalar, 'params': ..., 'opt_state': ...}
+Batch = Mapping[str, jax.Array]
+
+# Features the model reads; targets and weights are read by the loss.
+MODEL_FEATURES = ('decoder_input_tokens', 'decoder_positions',
+                  'decoder_segment_ids', 'decoder_causal_attention')
+REQUIRED_FEATURES = ('decoder_input_tokens', 'decoder_target_tokens',
+                     'decoder_loss_weights')
+
+# Dense bfloat16 peak FLOP/s per chip, by a substring of `device_kind`; used
+# for MFU when `peak_flops_per_device` is not set. Unknown kinds (e.g. CPUs)
+# report no MFU.
+PEAK_FLOPS_BY_DEVICE_KIND = (
+    ('TPU v4', 275e12),
+    ('TPU v5 lite', 197e12),
+    ('TPU v5e', 197e12),
+    ('TPU v5p', 459e12),
+    ('TPU v6', 918e12),
+    ('H100', 989e12),
+    ('H200', 989e12),
+    ('A100', 312e12),
+)
+
+
+class NonFiniteError(FloatingPointError):
+  """Loss or gradient norm became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `train` hands back: the final state and the logged metrics."""
+  step: int
+  state: State
+  history: list[tuple[int, dict[str, float]]]
+
+
+def loss_sums(logits: jax.Array, batch: Batch, pause_id: int,
+              z_loss: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Summed (not averaged) loss terms over loss-weighted targets.
+
+  Sums let microbatches and data shards add up exactly; the caller divides by
+  the total weight once. Targets equal to `pause_id` get zero weight here as
+  well as in the data, so a pipeline bug cannot make the model learn to
+  predict pauses.
+
+  Args:
+    logits: float32 [batch, length, vocab].
+    batch: Needs decoder_target_tokens and decoder_loss_weights.
+    pause_id: Id of `<pause>`.
+    z_loss: Coefficient of the log-partition penalty (PaLM's z-loss).
+
+  Returns:
+    (objective to differentiate, dict of sums for metrics).
+  """
+  targets = batch['decoder_target_tokens']
+  weights = (batch['decoder_loss_weights'] * (targets != pause_id)).astype(
+      jnp.float32)
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  target_logit = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
+  cross_entropy = jnp.sum((log_z - target_logit) * weights)
+  z_term = jnp.sum(jnp.square(log_z) * weights)
+  correct = jnp.sum((target_logit >= jnp.max(logits, axis=-1)) * weights)
+  sums = {'cross_entropy': cross_entropy, 'z_loss': z_term,
+          'correct': correct, 'weight': jnp.sum(weights)}
+  return cross_entropy + z_loss * z_term, sums
+
+
+def make_train_step(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    rules: sharding.LogicalRules,
+    *,
+    pause_id: int,
+    dropout_seed: int,
+    z_loss: float = 0.0,
+    num_microbatches: int = 1,
+) -> Callable[[State, Batch], tuple[State, dict[str, jax.Array]]]:
+  """Returns the (un-jitted) train step: state, batch -> new state, metrics."""
+  deterministic = model.config.dropout_rate == 0.0
+
+  def grad_fn(params, batch, rng):
+    def objective(p):
+      logits = model.apply(
+          {'params': p}, *(batch.get(k) for k in MODEL_FEATURES),
+          deterministic=deterministic, rngs={'dropout': rng})
+      return loss_sums(logits, batch, pause_id, z_loss)
+    return jax.value_and_grad(objective, has_aux=True)(params)
+
+  # Inputs and outputs of the step carry explicit shardings; activations
+  # inside follow by XLA's sharding propagation. Microbatches are pinned to
+  # the batch sharding so the scan over them never gathers a batch.
+  def constrain(batch):
+    with nn.logical_axis_rules(rules):
+      return {k: nn.with_logical_constraint(v, ('batch', 'length'))
+              for k, v in batch.items()}
+
+  def train_step(state: State, batch: Batch):
+    rng = jax.random.fold_in(jax.random.key(dropout_seed), state['step'])
+    (_, sums), grads = optimizer_lib.accumulate_gradients(
+        grad_fn, state['params'], batch, rng, num_microbatches, constrain)
+    denominator = jnp.maximum(sums['weight'], 1.0)
+    grads = jax.tree.map(lambda g: g / denominator, grads)
+    updates, opt_state = optimizer.update(
+        grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    targets = batch['decoder_target_tokens']
+    metrics = {
+        'loss': sums['cross_entropy'] / denominator,
+        'z_loss': sums['z_loss'] / denominator,
+        'accuracy': sums['correct'] / denominator,
+        'weighted_tokens': sums['weight'],
+        # Real (non-padding) positions only; padding targets are 0.
+        'pause_share': jnp.sum(batch['decoder_input_tokens'] == pause_id) /
+                       jnp.maximum(jnp.sum(targets > 0), 1),
+        'grad_norm': optax.global_norm(grads),
+        'learning_rate': schedule(state['step']),
+    }
+    new_state = {'step': state['step'] + 1, 'params': params,
+                 'opt_state': opt_state}
+    return new_state, metrics
+
+  return train_step
+
+
+def model_config_for_task(info: data_lib.TaskInfo,
+                          sequence_length: int) -> model_lib.ModelConfig:
+  """The gin-configured ModelConfig, sized for the task's vocabulary."""
+  config = model_lib.ModelConfig()
+  if config.num_embeddings is None:
+    config = dataclasses.replace(config, num_embeddings=info.num_embeddings)
+  elif config.num_embeddings < info.vocab_size:
+    raise ValueError(
+        f'NUM_EMBEDDINGS={config.num_embeddings} is smaller than the '
+        f'{info.vocab_size} ids of task {info.name!r} (the <pause> row '
+        f'included); set --gin.NUM_EMBEDDINGS=None to size it from the task.')
+  if sequence_length > config.max_len:
+    raise ValueError(
+        f'SEQUENCE_LENGTH={sequence_length} exceeds the model\'s max_len='
+        f'{config.max_len}; lower SEQUENCE_LENGTH or raise '
+        '--gin.ModelConfig.max_len.')
+  return config
+
+
+def abstract_state_and_shardings(
+    model: nn.Module, optimizer: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh, rules: sharding.LogicalRules,
+) -> tuple[Callable[[jax.Array], State], State, State]:
+  """Shapes and shardings of the train state, without allocating it.
+
+  Parameter shardings come from the model's logical axis names; optimizer
+  moments mirror their parameter's sharding and scalars are replicated.
+
+  Returns:
+    (init function from a key to an unboxed state, abstract state, shardings).
+  """
+  dummy = jnp.zeros((1, 1), jnp.int32)
+
+  def init(rng):
+    params = nn.unbox(model.init(rng, dummy)['params'])
+    return {'step': jnp.zeros((), jnp.int32), 'params': params,
+            'opt_state': optimizer.init(params)}
+
+  boxed = jax.eval_shape(model.init, jax.random.key(0), dummy)['params']
+  param_shardings = sharding.logical_to_shardings(
+      nn.get_partition_spec(boxed), mesh, rules)
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  replicated = sharding.replicated(mesh)
+  opt_shardings = optax.tree_map_params(
+      optimizer, lambda _, s: s, abstract['opt_state'], param_shardings,
+      transform_non_params=lambda _: replicated,
+      is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+  shardings = {'step': replicated, 'params': param_shardings,
+               'opt_state': opt_shardings}
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract, shardings)
+  return init, abstract, shardings
+
+
+def create_train_iterator(task: str, *, sequence_length: int,
+                          global_batch_size: int, seed: int,
+                          pack: bool) -> clu_iterator.TfDatasetIterator:
+  """This process's shard of the training data, as a checkpointable iterator.
+
+  No Python-side prefetching: the iterator's saved position must be the next
+  batch the step will see (tf.data's own prefetch buffer is saved with it).
+  """
+  dataset = data_lib.get_dataset(
+      task, 'train', sequence_length=sequence_length,
+      batch_size=global_batch_size // jax.process_count(), shuffle=True,
+      seed=seed, shard_id=jax.process_index(),
+      num_shards=jax.process_count(), repeat=True, pack=pack)
+  return clu_iterator.TfDatasetIterator(dataset, checkpoint=True)
+
+
+def check_batch(batch: Mapping[str, np.ndarray], local_batch_size: int,
+                sequence_length: int) -> None:
+  """Fails on the first batch if the pipeline does not give the model's input."""
+  missing = [k for k in REQUIRED_FEATURES if k not in batch]
+  if missing:
+    raise ValueError(f'The input pipeline gives {sorted(batch)} but the '
+                     f'trainer needs {missing} as well.')
+  for name, value in batch.items():
+    if value.shape != (local_batch_size, sequence_length):
+      raise ValueError(
+          f'Feature {name!r} has shape {value.shape}, expected '
+          f'({local_batch_size}, {sequence_length}) = (BATCH_SIZE / '
+          'processes, SEQUENCE_LENGTH).')
+
+
+def peak_flops(configured: float | None) -> float | None:
+  if configured:
+    return configured
+  kind = jax.devices()[0].device_kind
+  for name, flops in PEAK_FLOPS_BY_DEVICE_KIND:
+    if name in kind:
+      return flops
+  return None
+
+
+class _MetricsBuffer:
+  """Per-step metrics kept on device until a log or save step needs them."""
+
+  def __init__(self):
+    self._device: list[tuple[int, dict[str, jax.Array]]] = []
+    self._host: list[tuple[int, dict[str, float]]] = []
+
+  def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
+    self._device.append((step, metrics))
+
+  def check_finite(self, last_good_checkpoint: int | None) -> None:
+    """Moves metrics to the host; raises on the first non-finite step."""
+    fetched = jax.device_get(self._device)
+    self._device = []
+    for step, metrics in fetched:
+      metrics = {k: float(v) for k, v in metrics.items()}
+      if not (math.isfinite(metrics['loss']) and
+              math.isfinite(metrics['grad_norm'])):
+        raise NonFiniteError(
+            f'Step {step}: loss={metrics["loss"]}, grad_norm='
+            f'{metrics["grad_norm"]}. Training stopped without saving this '
+            f'state; the last good checkpoint is step {last_good_checkpoint}. '
+            'Lower the learning rate (or raise warmup), then restart: the run '
+            'resumes from that checkpoint.')
+      self._host.append((step, metrics))
+
+  def summarize(self) -> dict[str, float]:
+    """Means since the last summary (token counts are summed)."""
+    rows = [m for _, m in self._host]
+    self._host = []
+    summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    summary['weighted_tokens'] = float(sum(r['weighted_tokens'] for r in rows))
+    return summary
+
+
+@gin.configurable(denylist=['mesh'])
+def train(
+    model_dir: str = gin.REQUIRED,
+    task: str = gin.REQUIRED,
+    train_steps: int = gin.REQUIRED,
+    sequence_length: int = gin.REQUIRED,
+    batch_size: int = gin.REQUIRED,
+    seed: int = 0,
+    data_seed: int | None = None,
+    pack: bool = False,
+    init_checkpoint: str | None = None,
+    z_loss: float = 0.0,
+    num_microbatches: int = 1,
+    log_every_steps: int = 100,
+    peak_flops_per_device: float | None = None,
+    profile_every_steps: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> TrainResult:
+  """Trains (or resumes training) and returns the final state.
+
+  Args:
+    model_dir: Output folder: checkpoints/, TensorBoard files, config.gin. A
+      folder that already holds checkpoints is resumed from the latest.
+    task: Registered SeqIO task to train on.
+    train_steps: Total optimizer steps (a resumed run continues to it).
+    sequence_length: Tokens per example.
+    batch_size: Global batch size in examples, over all processes.
+    seed: Seeds parameter initialisation and dropout.
+    data_seed: Seeds the data order; defaults to `seed`.
+    pack: Pack several examples per row (finetuning on short examples).
+    init_checkpoint: Start from these parameters (a MODEL_DIR, its
+      checkpoints/ folder or one step folder) with a fresh optimizer at step
+      0. Ignored when model_dir already holds checkpoints (that is a resume).
+    z_loss: Coefficient of the z-loss; 0 disables it.
+    num_microbatches: Split each batch into this many sequential microbatches
+      whose gradients are summed (same result, less activation memory).
+    log_every_steps: Write metrics every this many steps.
+    peak_flops_per_device: Peak FLOP/s of one device, for MFU. Looked up from
+      the device kind when unset (accelerators only).
+    profile_every_steps: Capture a profiler trace every this many steps.
+    mesh: The device mesh; `sharding.create_mesh()` (gin-configured) if None.
+
+  Returns:
+    The final step, state and logged metrics.
+  """
+  data_seed = seed if data_seed is None else data_seed
+  info = data_lib.task_info(task)
+  config = model_config_for_task(info, sequence_length)
+  model = model_lib.Decoder(config)
+  mesh = mesh or sharding.create_mesh()
+  rules = sharding.logical_axis_rules()
+  sharding.check_batch_size(batch_size, mesh, num_microbatches)
+  optimizer, schedule = optimizer_lib.create_optimizer()
+  checkpointer = checkpointing.Checkpointer(
+      epath.Path(model_dir) / 'checkpoints', checkpointing.CheckpointConfig())
+  run_info = {'task': task, 'sequence_length': sequence_length,
+              'batch_size': batch_size, 'pack': pack, 'data_seed': data_seed,
+              'process_count': jax.process_count()}
+
+  init, abstract_state, state_shardings = abstract_state_and_shardings(
+      model, optimizer, mesh, rules)
+  train_iter = create_train_iterator(
+      task, sequence_length=sequence_length, global_batch_size=batch_size,
+      seed=data_seed, pack=pack)
+  with jax.set_mesh(mesh):
+    state = _restore_or_initialize(
+        checkpointer, init, abstract_state, state_shardings, optimizer,
+        train_iter, run_info, seed, init_checkpoint)
+  start_step = int(jax.device_get(state['step']))
+  # Every configurable has been called by now, so the operative config is
+  # complete.
+  gin_utils.write_operative_config(model_dir)
+  logging.info('Model: %s; %d parameters; mesh %s.', config,
+               sum(x.size for x in jax.tree.leaves(abstract_state['params'])),
+               dict(mesh.shape))
+
+  step_fn = jax.jit(
+      make_train_step(model, optimizer, schedule, rules,
+                      pause_id=info.pause_id, dropout_seed=seed,
+                      z_loss=z_loss, num_microbatches=num_microbatches),
+      in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+      out_shardings=(state_shardings, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+
+  writer = metric_writers.create_default_writer(
+      model_dir, just_logging=jax.process_index() > 0)
+  hooks = [periodic_actions.ReportProgress(
+      num_train_steps=train_steps, writer=writer, every_steps=log_every_steps)]
+  if profile_every_steps and jax.process_index() == 0:
+    hooks.append(periodic_actions.Profile(
+        logdir=model_dir, every_steps=profile_every_steps, every_secs=None))
+  watcher = checkpointing.PreemptionWatcher(checkpointer)
+  buffer = _MetricsBuffer()
+  history = []
+  tokens_per_step = batch_size * sequence_length
+  flops_per_step = config.flops_per_token(sequence_length) * tokens_per_step
+  device_peak = peak_flops(peak_flops_per_device)
+  timer = (None, start_step)  # (time, step) when throughput was last measured
+
+  step = start_step
+  try:
+    with jax.set_mesh(mesh):
+      while step < train_steps:
+        local_batch = next(train_iter)
+        if step == start_step:
+          check_batch(local_batch, batch_size // jax.process_count(),
+                      sequence_length)
+        state, metrics = step_fn(state,
+                                 sharding.make_global_batch(local_batch, mesh))
+        step += 1
+        buffer.add(step, metrics)
+        for hook in hooks:
+          hook(step)
+        if timer[0] is None:  # Exclude compilation from the throughput.
+          jax.block_until_ready(metrics)
+          timer = (time.perf_counter(), step)
+
+        preempted = watcher.reached(step)
+        last = step == train_steps or preempted
+        if step % log_every_steps == 0 or last:
+          buffer.check_finite(checkpointer.latest_step())
+          summary = buffer.summarize()
+          now = time.perf_counter()
+          if step > timer[1]:
+            steps_per_sec = (step - timer[1]) / (now - timer[0])
+            summary['tokens_per_sec'] = steps_per_sec * tokens_per_step
+            if device_peak:
+              summary['mfu'] = (steps_per_sec * flops_per_step /
+                                (device_peak * jax.device_count()))
+          timer = (now, step)
+          writer.write_scalars(step, summary)
+          history.append((step, summary))
+        if checkpointer.should_save(step) or last:
+          buffer.check_finite(checkpointer.latest_step())
+          checkpointer.save(step, state, train_iter, run_info)
+        if preempted:
+          logging.warning('Stopped at step %d after SIGTERM; checkpoint '
+                          'saved. Rerun the same command to resume.', step)
+          break
+  finally:
+    watcher.close()
+    writer.flush()
+    writer.close()
+    # Lets an in-flight save of a good state finish even when a step failed.
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+  return TrainResult(step=step, state=state, history=history)
+
+
+def _restore_or_initialize(
+    checkpointer: checkpointing.Checkpointer,
+    init: Callable[[jax.Array], State],
+    abstract_state: State,
+    state_shardings: State,
+    optimizer: optax.GradientTransformation,
+    train_iter: clu_iterator.DatasetIterator,
+    run_info: Mapping[str, Any],
+    seed: int,
+    init_checkpoint: str | None,
+) -> State:
+  """Resumes from the run's latest checkpoint, else INIT_CHECKPOINT, else random."""
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    logging.info('Resuming from %s/%d%s.', checkpointer.directory, latest,
+                 ' (INIT_CHECKPOINT is ignored on resume)'
+                 if init_checkpoint else '')
+    return checkpointer.restore(latest, abstract_state, train_iter, run_info)
+  if init_checkpoint:
+    params = checkpointing.load_params(init_checkpoint,
+                                       abstract_state['params'])
+    fresh = jax.jit(
+        lambda p: {'step': jnp.zeros((), jnp.int32), 'params': p,
+                   'opt_state': optimizer.init(p)},
+        out_shardings=state_shardings, donate_argnums=(0,))
+    return fresh(params)
+  return jax.jit(init, out_shardings=state_shardings)(jax.random.key(seed))
+

@@ -1,0 +1,224 @@
+"""Architecture, masks, numerics and sharding metadata of the decoder."""
+
+import functools
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pause_lm.model import Decoder, ModelConfig
+
+NUM_EMBEDDINGS = 40
+PAUSE = 37
+UNUSED_ROW = 39
+SMALL = dict(num_embeddings=NUM_EMBEDDINGS, num_layers=2, num_heads=2, emb_dim=32, mlp_dim=64,
+             max_len=32)
+
+
+def _config_from_gin(path, *bindings):
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings([path], list(bindings))
+    return ModelConfig()
+  finally:
+    gin.clear_config()
+
+
+def _param_count(config):
+  shapes = jax.eval_shape(
+      lambda: Decoder(config).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))
+  return sum(leaf.size for leaf in jax.tree.leaves(shapes["params"]))
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+@pytest.mark.parametrize("gin_file, total", [("gin/models/130m.gin", 136_237_056),
+                                             ("gin/models/1b.gin", 1_345_085_440)])
+def test_table5_parameter_totals(gin_file, total, scan_layers):
+  config = _config_from_gin(gin_file, "NUM_EMBEDDINGS = 32297",
+                            f"ModelConfig.scan_layers = {scan_layers}")
+  assert _param_count(config) == total
+
+
+def test_gin_files_leave_num_embeddings_to_the_caller():
+  for name in ("tiny", "130m", "1b"):
+    assert _config_from_gin(f"gin/models/{name}.gin").num_embeddings is None
+  with pytest.raises(ValueError, match="num_embeddings"):
+    Decoder(ModelConfig()).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+
+
+def test_flops_per_token_formula():
+  config = _config_from_gin("gin/models/130m.gin", "NUM_EMBEDDINGS = 32297")
+  matmul = 12 * (4 * 768**2 + 2 * 768 * 3072) + 768 * 32297
+  assert config.flops_per_token(2048) == 6 * matmul + 12 * 12 * 768 * 2048
+
+
+@functools.cache
+def _init(**overrides):
+  config = ModelConfig(**{**SMALL, **overrides})
+  variables = jax.jit(Decoder(config).init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+  return config, variables["params"]
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _logits(params, config, tokens, positions=None, segment_ids=None, causal_attention=None):
+  return Decoder(config).apply({"params": params}, tokens, positions, segment_ids,
+                               causal_attention)
+
+
+def _tokens(batch, length, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).integers(1, 30, (batch, length)), jnp.int32)
+
+
+def _perturbed(tokens, position):
+  return tokens.at[:, position].set((tokens[:, position] + 5) % 30 + 1)
+
+
+def test_tiny_config_runs_and_returns_float32_logits():
+  config = _config_from_gin("gin/models/tiny.gin", "NUM_EMBEDDINGS = 64")
+  variables = jax.jit(Decoder(config).init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+  logits = jax.jit(Decoder(config).apply)(variables, _tokens(2, 16))
+  assert logits.shape == (2, 16, 64) and logits.dtype == jnp.float32
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  config, params = _init(dtype="bfloat16")
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  logits = _logits(params, config, _tokens(2, 8))
+  assert logits.dtype == jnp.float32
+  reference = _logits(params, ModelConfig(**SMALL), _tokens(2, 8))
+  np.testing.assert_allclose(logits, reference, atol=0.05)
+
+
+def test_causal_attention_never_sees_the_future():
+  config, params = _init()
+  tokens = _tokens(2, 10)
+  base = _logits(params, config, tokens)
+  for j in range(10):
+    changed = _logits(params, config, _perturbed(tokens, j))
+    np.testing.assert_array_equal(changed[:, :j], base[:, :j])
+    # ... and every position from j on does see the change.
+    assert np.abs(changed[:, j:] - base[:, j:]).max(axis=-1).min() > 1e-6
+
+
+def test_prefix_lm_is_bidirectional_over_the_prefix_only():
+  config, params = _init()
+  tokens = _tokens(2, 10)
+  prefix_len = 6  # BOS + 5 prefix tokens: decoder_causal_attention is 1 there
+  causal = jnp.broadcast_to(jnp.arange(10) < prefix_len, (2, 10)).astype(jnp.int32)
+  base = _logits(params, config, tokens, causal_attention=causal)
+  for j in range(10):
+    changed = _logits(params, config, _perturbed(tokens, j), causal_attention=causal)
+    if j < prefix_len:
+      # A later prefix token reaches every earlier prefix position.
+      assert np.all(np.abs(changed[:, :j] - base[:, :j]).max(axis=-1) > 1e-6)
+    else:
+      # A target token reaches no earlier position, prefix or target.
+      np.testing.assert_array_equal(changed[:, :j], base[:, :j])
+  # And the prefix region differs from plain causal attention.
+  assert np.abs(base[:, :prefix_len] - _logits(params, config, tokens)[:, :prefix_len]).max() > 1e-4
+
+
+def test_prefix_region_is_per_example():
+  config, params = _init()
+  tokens = _tokens(2, 8)
+  causal = jnp.asarray([[1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0, 0]], jnp.int32)
+  both = _logits(params, config, tokens, causal_attention=causal)
+  for row in range(2):
+    alone = _logits(params, config, tokens[row:row + 1], causal_attention=causal[row:row + 1])
+    np.testing.assert_allclose(both[row:row + 1], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("prefix_lm", [False, True])
+def test_packed_segments_match_unpacked(prefix_lm):
+  config, params = _init()
+  first, second = _tokens(1, 5, seed=1), _tokens(1, 7, seed=2)
+  packed = jnp.concatenate([first, second, jnp.zeros((1, 4), jnp.int32)], axis=1)
+  segment_ids = jnp.asarray([[1] * 5 + [2] * 7 + [0] * 4])
+  positions = jnp.asarray([list(range(5)) + list(range(7)) + [0] * 4])
+  causal = unpacked_causal = {}
+  if prefix_lm:
+    causal = {"causal_attention": jnp.asarray([[1] * 3 + [0] * 2 + [1] * 4 + [0] * 7])}
+    unpacked_causal = [{"causal_attention": jnp.asarray([[1] * 3 + [0] * 2])},
+                       {"causal_attention": jnp.asarray([[1] * 4 + [0] * 3])}]
+  out = _logits(params, config, packed, positions, segment_ids, **causal)
+  want_first = _logits(params, config, first, **(unpacked_causal[0] if prefix_lm else {}))
+  want_second = _logits(params, config, second, **(unpacked_causal[1] if prefix_lm else {}))
+  np.testing.assert_allclose(out[:, :5], want_first, atol=1e-5)
+  np.testing.assert_allclose(out[:, 5:12], want_second, atol=1e-5)
+
+
+def test_gradient_reaches_the_pause_row_and_not_an_unused_row():
+  config, params = _init()
+  tokens = _tokens(2, 10).at[:, 6:9].set(PAUSE)
+
+  def loss(params, tokens):
+    return jnp.sum(jax.nn.log_softmax(_logits(params, config, tokens))[..., 3])
+
+  grads = jax.grad(loss)(params, tokens)["token_embed"]["embedding"].value
+  assert float(jnp.abs(grads[PAUSE]).sum()) > 0
+  assert float(jnp.abs(grads[UNUSED_ROW]).sum()) == 0
+  no_pause_grads = jax.grad(loss)(params, _tokens(2, 10))["token_embed"]["embedding"].value
+  assert float(jnp.abs(no_pause_grads[PAUSE]).sum()) == 0
+
+
+def _stack_layers(params, num_layers):
+  """Turns layers_0..layers_{n-1} into the scanned layout: one 'layers' tree, leading axis n."""
+  params = nn.meta.unbox(params)
+  layers = [params.pop(f"layers_{i}") for i in range(num_layers)]
+  params["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+  return params
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(scan_layers=True), dict(remat_policy="full"), dict(remat_policy="dots_saveable"),
+    dict(scan_layers=True, remat_policy="dots_with_no_batch_dims_saveable")])
+def test_scan_and_remat_compute_the_same_function(overrides):
+  plain_config, params = _init()
+  config = ModelConfig(**{**SMALL, **overrides})
+  variant_params = _stack_layers(params, SMALL["num_layers"]) if config.scan_layers else params
+  tokens = _tokens(2, 8)
+  causal = jnp.asarray([[1] * 3 + [0] * 5] * 2)
+
+  def loss(params, config):
+    return jnp.mean(jax.nn.log_softmax(_logits(params, config, tokens, causal_attention=causal)))
+
+  np.testing.assert_allclose(_logits(variant_params, config, tokens, causal_attention=causal),
+                             _logits(params, plain_config, tokens, causal_attention=causal),
+                             atol=1e-5)
+  grads = jax.grad(loss)(variant_params, config)
+  want = jax.grad(loss)(params, plain_config)
+  if config.scan_layers:
+    want = _stack_layers(want, SMALL["num_layers"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+               nn.meta.unbox(grads), nn.meta.unbox(want))
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_every_parameter_has_logical_axis_names(scan_layers):
+  config, params = _init(scan_layers=scan_layers)
+  leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  assert leaves and all(isinstance(leaf, nn.Partitioned) for leaf in leaves)
+  known = {None, "batch", "length", "embed", "heads", "kv", "mlp", "vocab", "layers"}
+  for leaf in leaves:
+    assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= known
+  block_leaves = jax.tree.leaves(params["layers" if scan_layers else "layers_0"],
+                                 is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  assert all((leaf.names[0] == "layers") == scan_layers for leaf in block_leaves)
+
+
+def test_dropout_is_active_only_when_not_deterministic():
+  config = ModelConfig(**{**SMALL, "dropout_rate": 0.5})
+  params = _init()[1]
+  tokens = _tokens(2, 8)
+  apply = functools.partial(Decoder(config).apply, {"params": params}, tokens)
+  np.testing.assert_array_equal(apply(), apply(deterministic=True))
+  dropped = apply(deterministic=False, rngs={"dropout": jax.random.key(1)})
+  assert np.abs(dropped - apply()).max() > 1e-3
+
+
+def test_rejects_unknown_remat_policy():
+  with pytest.raises(ValueError, match="remat_policy"):
+    ModelConfig(remat_policy="sometimes")

@@ -1,0 +1,84 @@
+"""Mesh construction, batch checks, and 8 simulated devices == 1 device."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import pytest
+
+from pause_lm import sharding
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+# Runs in a fresh process: the device count is fixed when jax starts.
+_EIGHT_DEVICE_SCRIPT = """
+import json, sys
+import gin, jax
+from jax.sharding import PartitionSpec as P
+from pause_lm import gin_utils, sharding, trainer
+
+def run(mesh, model_dir):
+  gin.clear_config()
+  gin_utils.parse_gin(['gin/quickstart.gin'], [
+      'ModelConfig.num_layers = 2', 'ModelConfig.num_heads = 2',
+      'ModelConfig.emb_dim = 64', 'ModelConfig.mlp_dim = 128',
+      'ModelConfig.max_len = 64', 'SEQUENCE_LENGTH = 32', 'BATCH_SIZE = 8',
+      'WARMUP_STEPS = 2', 'TRAIN_STEPS = 4', 'train.log_every_steps = 1',
+      'train.num_microbatches = %d' % mesh.shape['tensor'],
+      f"MODEL_DIR = '{model_dir}'"])
+  result = trainer.train(mesh=mesh)
+  embedding = result.state['params']['token_embed']['embedding']
+  return [m['loss'] for _, m in result.history], str(embedding.sharding.spec)
+
+one = run(sharding.create_mesh(devices=jax.devices()[:1]), sys.argv[1] + '/1')
+eight = run(sharding.create_mesh(data=2, fsdp=2, tensor=2), sys.argv[1] + '/8')
+print('RESULT', json.dumps({'one': one, 'eight': eight}))
+"""
+
+
+def test_eight_devices_give_the_losses_of_one(tmp_path):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  result = subprocess.run(
+      [sys.executable, '-c', _EIGHT_DEVICE_SCRIPT, str(tmp_path)], cwd=REPO,
+      env=env, capture_output=True, text=True, timeout=400)
+  assert result.returncode == 0, result.stderr[-5000:]
+  line = next(l for l in result.stdout.splitlines() if l.startswith('RESULT'))
+  out = json.loads(line[len('RESULT'):])
+  (one_losses, one_spec), (eight_losses, eight_spec) = out['one'], out['eight']
+  assert len(one_losses) == 4
+  assert one_losses == pytest.approx(eight_losses, abs=1e-5)
+  # The 8-device run really was sharded: vocab over tensor, embed over fsdp.
+  assert one_spec == "P('tensor', 'fsdp')"
+  assert eight_spec == one_spec
+
+
+def test_create_mesh_fills_in_the_rest():
+  mesh = sharding.create_mesh(data=-1, fsdp=1, tensor=1)
+  assert dict(mesh.shape) == {'data': jax.device_count(), 'fsdp': 1,
+                              'tensor': 1}
+
+
+def test_create_mesh_rejects_impossible_sizes():
+  with pytest.raises(ValueError, match='needs .* devices but .* are available'):
+    sharding.create_mesh(data=jax.device_count() + 1, fsdp=1, tensor=1)
+  with pytest.raises(ValueError, match='at most one -1'):
+    sharding.create_mesh(data=-1, fsdp=-1)
+
+
+def test_batch_size_must_split_over_batch_shards():
+  mesh = sharding.create_mesh()
+  sharding.check_batch_size(8, mesh, num_microbatches=2)
+  with pytest.raises(ValueError, match='num_microbatches'):
+    sharding.check_batch_size(9, mesh, num_microbatches=2)
+
+
+def test_default_rules_shard_params_and_keep_activation_embed_whole():
+  rules = sharding.logical_axis_rules()
+  to_mesh = lambda names: tuple(nn.logical_to_mesh_axes(names, rules))
+  assert to_mesh(('embed', 'mlp')) == ('fsdp', 'tensor')
+  assert to_mesh(('vocab', 'embed')) == ('tensor', 'fsdp')
+  assert to_mesh(('batch', 'length', 'embed')) == (('data', 'fsdp'), None, None)
