@@ -22,21 +22,32 @@ import gin
 import jax
 import orbax.checkpoint as ocp
 
+from pause_lm import distributed
+
 STATE, DATA, RUN = 'state', 'data', 'run'
 
 
 class DatasetIteratorHandler(ocp.CheckpointHandler):
-  """Saves a CLU dataset iterator, one file per process.
+  """Saves the input position: one file per input shard, written by its reader.
 
+  A `distributed.ShardedIterator` names its files by shard, so a checkpoint
+  restores on any process count that divides the shard count; any other CLU
+  iterator is saved per process and restores only on the same process count.
   The save is synchronous on purpose: the iterator keeps moving as soon as
   `save` returns, so its position must be captured before that.
   """
 
   def save(self, directory: epath.Path, args: 'DatasetIteratorSave'):
-    args.item.save(directory / _process_filename())
+    if isinstance(args.item, distributed.ShardedIterator):
+      args.item.save(directory)
+    else:
+      args.item.save(directory / _process_filename())
 
   def restore(self, directory: epath.Path,
               args: 'DatasetIteratorRestore') -> clu_iterator.DatasetIterator:
+    if isinstance(args.item, distributed.ShardedIterator):
+      args.item.restore(directory)
+      return args.item
     path = directory / _process_filename()
     if not (path.parent / (path.name + '.index')).exists():
       raise FileNotFoundError(

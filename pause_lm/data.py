@@ -158,6 +158,12 @@ def get_dataset(task_name: str, split: str, *, sequence_length: int | Mapping[st
   if preprocessors.TRUNCATED_KEY in ds.element_spec:
     counter = _TRUNCATIONS.setdefault(task_name, _TruncationCounter(task_name))
     ds = ds.map(counter.count)
+    # The counter's variable is state outside the pipeline; without this, saving the input
+    # position in a checkpoint refuses the stateful op. A log counter need not be restored.
+    options = tf.data.Options()
+    options.experimental_external_state_policy = (
+        tf.data.experimental.ExternalStatePolicy.IGNORE)
+    ds = ds.with_options(options)
   ds = feature_converter(info, pack)(ds, lengths)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder or repeat)
   return ds.prefetch(tf.data.AUTOTUNE)

@@ -110,6 +110,35 @@ def _write_at(cache: jax.Array, update: jax.Array, index: jax.Array) -> jax.Arra
       cache, update, index)
 
 
+class _HeadDense(nn.Module):
+  """A biased projection whose kernel is declared at its real rank.
+
+  nn.DenseGeneral initialises (and, during apply, re-checks) its kernel through a flattened
+  rank-2 shape, so a 3-name logical partitioning on it becomes a sharding constraint on a rank-2
+  array and fails once a mesh and logical rules are active. Declaring [in..., out...] directly
+  keeps the names valid; parameter names, shapes and the computation are DenseGeneral's.
+  """
+  features: tuple[int, ...]
+  in_dims: int
+  kernel_names: tuple[str, ...]
+  bias_names: tuple[str, ...]
+  config: ModelConfig
+  init_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    in_shape = x.shape[-self.in_dims:]
+    kernel = self.param("kernel", _partitioned(_dense_init(self.init_scale), self.kernel_names),
+                        (*in_shape, *self.features), cfg.param_dtype)
+    bias = self.param("bias", _partitioned(nn.initializers.zeros, self.bias_names),
+                      self.features, cfg.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=cfg.dtype)
+    contract = tuple(range(x.ndim - self.in_dims, x.ndim))
+    out = jax.lax.dot_general(x, kernel, ((contract, tuple(range(self.in_dims))), ((), ())))
+    return out + bias
+
+
 class Attention(nn.Module):
   """Multi-head self-attention with biased q/k/v/output projections and an optional KV cache."""
   config: ModelConfig
@@ -120,10 +149,8 @@ class Attention(nn.Module):
   def __call__(self, x, mask, positions):
     cfg = self.config
     projection = functools.partial(
-        nn.DenseGeneral, features=(cfg.num_heads, cfg.head_dim), axis=-1, dtype=cfg.dtype,
-        param_dtype=cfg.param_dtype,
-        kernel_init=_partitioned(_dense_init(), ("embed", "heads", "kv")),
-        bias_init=_partitioned(nn.initializers.zeros, ("heads", "kv")))
+        _HeadDense, (cfg.num_heads, cfg.head_dim), 1, ("embed", "heads", "kv"), ("heads", "kv"),
+        cfg)
     qkv_axes = ("batch", "length", "heads", "kv")
     query = nn.with_logical_constraint(projection(name="query")(x), qkv_axes)
     key = nn.with_logical_constraint(projection(name="key")(x), qkv_axes)
@@ -150,11 +177,8 @@ class Attention(nn.Module):
     out = jax.nn.dot_product_attention(query, key, value, mask=mask,
                                        implementation=cfg.attention_impl)
     out = nn.with_logical_constraint(out, qkv_axes)
-    return nn.DenseGeneral(
-        features=cfg.emb_dim, axis=(-2, -1), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-        kernel_init=_partitioned(_dense_init(1 / (2 * cfg.num_layers) ** 0.5),
-                                 ("heads", "kv", "embed")),
-        bias_init=_partitioned(nn.initializers.zeros, ("embed",)), name="out")(out)
+    return _HeadDense((cfg.emb_dim,), 2, ("heads", "kv", "embed"), ("embed",), cfg,
+                      init_scale=1 / (2 * cfg.num_layers) ** 0.5, name="out")(out)
 
 
 class Mlp(nn.Module):

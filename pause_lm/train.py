@@ -6,6 +6,12 @@ r"""Trains a pause-lm model from gin files.
 Later `--gin_file`s and `--gin_bindings` (or `--gin.NAME=value`) override
 earlier ones. Re-running with the same MODEL_DIR resumes the run. The
 settings actually used are written to MODEL_DIR/config.gin.
+
+Multi-host: run the same command on every host. TPU slices and SLURM job
+steps connect by themselves; elsewhere pass --coordinator_address=HOST:PORT
+--num_processes=N --process_id=I (see pause_lm/distributed.py and launch/).
+`--compile_only` compiles the step for the configured mesh and prints its
+per-device memory instead of training (see pause_lm/aot.py).
 """
 
 from collections.abc import Sequence
@@ -14,10 +20,16 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from pause_lm import aot
+from pause_lm import distributed
 from pause_lm import gin_utils
 from pause_lm import trainer
 
 FLAGS = flags.FLAGS
+_COMPILE_ONLY = flags.DEFINE_bool(
+    'compile_only', False,
+    'Compile the train step ahead of time, print its per-device memory and '
+    'exit without training.')
 
 
 def main(argv: Sequence[str]) -> None:
@@ -25,11 +37,17 @@ def main(argv: Sequence[str]) -> None:
     raise ValueError(f'Unexpected arguments: {argv[1:]}; settings go in gin '
                      'files, --gin_bindings or --gin.NAME=value.')
   logging.set_verbosity(logging.INFO)
+  if not _COMPILE_ONLY.value:
+    # Before anything queries devices: the device list is fixed at start-up.
+    distributed.initialize_from_flags()
   try:
     gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings,
                         FLAGS.gin_search_paths)
   except gin_utils.MissingSettingError as e:
     raise app.UsageError(str(e)) from None
+  if _COMPILE_ONLY.value:
+    aot.run_from_gin()
+    return
   trainer.train()
 
 
