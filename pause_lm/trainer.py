@@ -30,6 +30,8 @@ import optax
 
 from pause_lm import checkpointing
 from pause_lm import data as data_lib
+from pause_lm import distributed
+from pause_lm import evaluation
 from pause_lm import gin_utils
 from pause_lm import model as model_lib
 from pause_lm import optimizer as optimizer_lib
@@ -118,15 +120,18 @@ def make_train_step(
 
   def grad_fn(params, batch, rng):
     def objective(p):
-      logits = model.apply(
-          {'params': p}, *(batch.get(k) for k in MODEL_FEATURES),
-          deterministic=deterministic, rngs={'dropout': rng})
+      # The rules turn the model's activation names (batch, length, embed,
+      # heads, mlp, vocab) into sharding constraints on the current mesh.
+      with nn.logical_axis_rules(rules):
+        logits = model.apply(
+            {'params': p}, *(batch.get(k) for k in MODEL_FEATURES),
+            deterministic=deterministic, rngs={'dropout': rng})
       return loss_sums(logits, batch, pause_id, z_loss)
     return jax.value_and_grad(objective, has_aux=True)(params)
 
   # Inputs and outputs of the step carry explicit shardings; activations
-  # inside follow by XLA's sharding propagation. Microbatches are pinned to
-  # the batch sharding so the scan over them never gathers a batch.
+  # inside are pinned by the model's logical constraints. Microbatches are
+  # pinned to the batch sharding so the scan over them never gathers a batch.
   def constrain(batch):
     with nn.logical_axis_rules(rules):
       return {k: nn.with_logical_constraint(v, ('batch', 'length'))
@@ -217,18 +222,28 @@ def abstract_state_and_shardings(
 
 def create_train_iterator(task: str, *, sequence_length: int,
                           global_batch_size: int, seed: int,
-                          pack: bool) -> clu_iterator.TfDatasetIterator:
-  """This process's shard of the training data, as a checkpointable iterator.
+                          pack: bool) -> distributed.ShardedIterator:
+  """This process's shards of the training data, as a checkpointable iterator.
 
+  Each process reads only its own SeqIO shards (`distributed.input_shards`,
+  one per process by default) and stacks them into its rows of the batch.
   No Python-side prefetching: the iterator's saved position must be the next
   batch the step will see (tf.data's own prefetch buffer is saved with it).
   """
-  dataset = data_lib.get_dataset(
-      task, 'train', sequence_length=sequence_length,
-      batch_size=global_batch_size // jax.process_count(), shuffle=True,
-      seed=seed, shard_id=jax.process_index(),
-      num_shards=jax.process_count(), repeat=True, pack=pack)
-  return clu_iterator.TfDatasetIterator(dataset, checkpoint=True)
+  num_shards = distributed.input_shards()
+  if global_batch_size % num_shards:
+    raise ValueError(f'BATCH_SIZE={global_batch_size} must split evenly over '
+                     f'{num_shards} input shards.')
+
+  def make_shard(shard_id):
+    dataset = data_lib.get_dataset(
+        task, 'train', sequence_length=sequence_length,
+        batch_size=global_batch_size // num_shards, shuffle=True, seed=seed,
+        shard_id=shard_id, num_shards=num_shards, repeat=True, pack=pack)
+    return clu_iterator.TfDatasetIterator(dataset, checkpoint=True)
+
+  return distributed.ShardedIterator(
+      make_shard, distributed.local_shard_ids(num_shards), num_shards)
 
 
 def check_batch(batch: Mapping[str, np.ndarray], local_batch_size: int,
@@ -307,6 +322,7 @@ def train(
     log_every_steps: int = 100,
     peak_flops_per_device: float | None = None,
     profile_every_steps: int | None = None,
+    eval_every_steps: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> TrainResult:
   """Trains (or resumes training) and returns the final state.
@@ -331,6 +347,8 @@ def train(
     peak_flops_per_device: Peak FLOP/s of one device, for MFU. Looked up from
       the device kind when unset (accelerators only).
     profile_every_steps: Capture a profiler trace every this many steps.
+    eval_every_steps: Evaluate the task (`evaluation.periodic_evaluator`,
+      gin-configured) every this many steps and at the end; None never does.
     mesh: The device mesh; `sharding.create_mesh()` (gin-configured) if None.
 
   Returns:
@@ -348,7 +366,7 @@ def train(
       epath.Path(model_dir) / 'checkpoints', checkpointing.CheckpointConfig())
   run_info = {'task': task, 'sequence_length': sequence_length,
               'batch_size': batch_size, 'pack': pack, 'data_seed': data_seed,
-              'process_count': jax.process_count()}
+              'input_shards': distributed.input_shards()}
 
   init, abstract_state, state_shardings = abstract_state_and_shardings(
       model, optimizer, mesh, rules)
@@ -360,6 +378,8 @@ def train(
         checkpointer, init, abstract_state, state_shardings, optimizer,
         train_iter, run_info, seed, init_checkpoint)
   start_step = int(jax.device_get(state['step']))
+  evaluator = evaluation.periodic_evaluator(
+      task, config, sequence_length, model_dir) if eval_every_steps else None
   # Every configurable has been called by now, so the operative config is
   # complete.
   gin_utils.write_operative_config(model_dir)
@@ -423,6 +443,8 @@ def train(
           timer = (now, step)
           writer.write_scalars(step, summary)
           history.append((step, summary))
+        if evaluator and (step % eval_every_steps == 0 or last):
+          writer.write_scalars(step, evaluator(state['params'], step))
         if checkpointer.should_save(step) or last:
           buffer.check_finite(checkpointer.latest_step())
           checkpointer.save(step, state, train_iter, run_info)

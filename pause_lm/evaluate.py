@@ -1,0 +1,41 @@
+r"""Evaluates a checkpoint on a downstream task, at any inference-time number of pauses.
+
+  python -m pause_lm.evaluate --gin_file=gin/evaluate.gin \
+      --gin.CHECKPOINT_PATH="'runs/pausept_pauseft10_squad'" \
+      --gin.TASK="'squad_pause10'" [--gin.NUM_INFERENCE_PAUSES=5]
+
+Writes metrics.json and predictions.jsonl to EVAL_OUTPUT_DIR (default: the checkpoint's step
+folder, under eval/TASK_EVALUATED) and prints the metrics. The evaluation itself lives in
+pause_lm/evaluation.py (this module only parses flags, as train.py does for trainer.py, so
+that gin sees each configurable once).
+"""
+
+from collections.abc import Sequence
+import json
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from pause_lm import evaluation
+from pause_lm import gin_utils
+
+FLAGS = flags.FLAGS
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}; settings go in gin files, '
+                         '--gin_bindings or --gin.NAME=value.')
+  logging.set_verbosity(logging.INFO)
+  try:
+    gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+  except gin_utils.MissingSettingError as e:
+    raise app.UsageError(str(e)) from None
+  result = evaluation.evaluate()
+  print(json.dumps({'task': result.task, 'num_inference_pauses': result.num_pauses,
+                    'num_examples': result.num_examples, 'metrics': result.metrics}))
+
+
+if __name__ == '__main__':
+  gin_utils.run(main)
