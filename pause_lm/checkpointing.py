@@ -12,6 +12,7 @@ so a crash mid-save never damages the last good checkpoint.
 from collections.abc import Mapping
 import dataclasses
 import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -95,7 +96,7 @@ class Checkpointer:
   """The run's CheckpointManager plus the checks that guard a resume."""
 
   def __init__(self, directory: epath.PathLike, config: CheckpointConfig):
-    self.directory = epath.Path(directory)
+    self.directory = absolute_path(directory)
     self._save_every_steps = config.save_every_steps
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=config.save_every_steps,
@@ -181,6 +182,12 @@ class Checkpointer:
     self._manager.close()
 
 
+def absolute_path(path: epath.PathLike) -> epath.Path:
+  """Orbax refuses relative paths; users write `--gin.MODEL_DIR="'runs/x'"`. URLs pass as is."""
+  text = os.fspath(path)
+  return epath.Path(text if '://' in text else os.path.abspath(text))
+
+
 def resolve_checkpoint(path: epath.PathLike) -> epath.Path:
   """Finds the checkpoint step folder that `path` means.
 
@@ -193,7 +200,7 @@ def resolve_checkpoint(path: epath.PathLike) -> epath.Path:
   Returns:
     The step folder.
   """
-  path = epath.Path(path)
+  path = absolute_path(path)
   if (path / STATE).exists():
     return path
   if (path / 'checkpoints').exists():
