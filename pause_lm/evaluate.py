@@ -13,25 +13,17 @@ that gin sees each configurable once).
 from collections.abc import Sequence
 import json
 
-from absl import app
-from absl import flags
 from absl import logging
 
 from pause_lm import evaluation
 from pause_lm import gin_utils
 
-FLAGS = flags.FLAGS
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}; settings go in gin files, '
-                         '--gin_bindings or --gin.NAME=value.')
+  gin_utils.reject_positional_args(argv)
   logging.set_verbosity(logging.INFO)
-  try:
-    gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
-  except gin_utils.MissingSettingError as e:
-    raise app.UsageError(str(e)) from None
+  gin_utils.parse_settings()
   result = evaluation.evaluate()
   print(json.dumps({'task': result.task, 'num_inference_pauses': result.num_pauses,
                     'num_examples': result.num_examples, 'metrics': result.metrics}))

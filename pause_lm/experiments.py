@@ -33,7 +33,6 @@ import shlex
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 from etils import epath
@@ -245,14 +244,10 @@ def run_grid(grid: grid_lib.Grid, only: str | None = None,
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}; settings go in gin files, '
-                         '--gin_bindings or --gin.NAME=value.')
+  gin_utils.reject_positional_args(argv)
   logging.set_verbosity(logging.INFO)
-  try:
-    grid = load_grid(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings)
-  except gin_utils.MissingSettingError as e:
-    raise app.UsageError(str(e)) from None
+  grid = gin_utils.parse_settings(
+      lambda: load_grid(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings))
   if _PRINT_COMMANDS.value:
     print(print_commands(select(grid_lib.expand(grid), _ONLY.value), _PENDING_ONLY.value))
     return

@@ -81,6 +81,24 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
   app.run(main, flags_parser=parse_flags_with_gin)
 
 
+def reject_positional_args(argv: Sequence[str]) -> None:
+  """Every pause-lm command takes its settings from gin only; stray words are a typo."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}; settings go in gin files, '
+                         '--gin_bindings or --gin.NAME=value.')
+
+
+def parse_settings(parse: Callable[[], object] | None = None):
+  """Parses the command line's gin (or runs `parse`); a missing setting is a usage error."""
+  try:
+    if parse is None:
+      return parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings,
+                       flags.FLAGS.gin_search_paths)
+    return parse()
+  except MissingSettingError as e:
+    raise app.UsageError(str(e)) from None
+
+
 def parse_gin(
     gin_files: Sequence[str],
     gin_bindings: Sequence[str] = (),

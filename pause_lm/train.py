@@ -16,7 +16,6 @@ per-device memory instead of training (see pause_lm/aot.py).
 
 from collections.abc import Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -25,7 +24,6 @@ from pause_lm import distributed
 from pause_lm import gin_utils
 from pause_lm import trainer
 
-FLAGS = flags.FLAGS
 _COMPILE_ONLY = flags.DEFINE_bool(
     'compile_only', False,
     'Compile the train step ahead of time, print its per-device memory and '
@@ -33,18 +31,12 @@ _COMPILE_ONLY = flags.DEFINE_bool(
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise ValueError(f'Unexpected arguments: {argv[1:]}; settings go in gin '
-                     'files, --gin_bindings or --gin.NAME=value.')
+  gin_utils.reject_positional_args(argv)
   logging.set_verbosity(logging.INFO)
   if not _COMPILE_ONLY.value:
     # Before anything queries devices: the device list is fixed at start-up.
     distributed.initialize_from_flags()
-  try:
-    gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings,
-                        FLAGS.gin_search_paths)
-  except gin_utils.MissingSettingError as e:
-    raise app.UsageError(str(e)) from None
+  gin_utils.parse_settings()
   if _COMPILE_ONLY.value:
     aot.run_from_gin()
     return

@@ -15,19 +15,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
+from small_model import SMALL
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-SMALL = (
-    'ModelConfig.num_layers = 2',
-    'ModelConfig.num_heads = 2',
-    'ModelConfig.emb_dim = 64',
-    'ModelConfig.mlp_dim = 128',
-    'ModelConfig.max_len = 64',
-    'SEQUENCE_LENGTH = 32',
-    'BATCH_SIZE = 8',
-    'WARMUP_STEPS = 2',
-    'train.log_every_steps = 1',
-)
 
 
 def train_command(model_dir, *bindings):

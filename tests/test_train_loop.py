@@ -11,18 +11,8 @@ import pytest
 from pause_lm import data
 from pause_lm import gin_utils
 from pause_lm import trainer
+from small_model import SMALL
 
-SMALL = (
-    'ModelConfig.num_layers = 2',
-    'ModelConfig.num_heads = 2',
-    'ModelConfig.emb_dim = 64',
-    'ModelConfig.mlp_dim = 128',
-    'ModelConfig.max_len = 64',
-    'SEQUENCE_LENGTH = 32',
-    'BATCH_SIZE = 8',
-    'WARMUP_STEPS = 2',
-    'train.log_every_steps = 1',
-)
 
 
 def configure(model_dir, *bindings):
