@@ -87,6 +87,22 @@ def document(split: str, index: int) -> str:
   return "\n".join(lines)
 
 
+def skills_document(split: str, index: int) -> str:
+  """A pretraining document of 2-4 downstream-format exercises (`count`, `pairs`), answered.
+
+  For grids whose downstream skill a tiny model cannot pick up in a short finetuning run:
+  pretraining on the skill itself (its own index stream, so no downstream example repeats)
+  lets finetuning be short, as in the paper, where the pretrained model starts competent.
+  """
+  rng = _rng(split, index, stream=6)
+  lines = []
+  for _ in range(int(rng.integers(2, 5))):
+    kind = ("count", "pairs")[int(rng.integers(2))]
+    example = QA_EXAMPLES[kind](split, int(rng.integers(2**62)))
+    lines.append(f"{example['inputs']} {example['targets']}")
+  return "\n".join(lines)
+
+
 def qa_example(split: str, index: int) -> dict[str, str]:
   """A downstream decoding example: a long list, one question about all of it, at the end.
 
@@ -100,6 +116,40 @@ def qa_example(split: str, index: int) -> dict[str, str]:
     return {"inputs": f"values {_join(xs)} . how many are greater than {threshold} ?",
             "targets": str(sum(x > threshold for x in xs))}
   return {"inputs": f"values {_join(xs)} . which is the largest ?", "targets": str(max(xs))}
+
+
+def _digits(rng, low: int, high: int, smallest: int = 0) -> list[int]:
+  return [int(x) for x in rng.integers(smallest, 10, size=int(rng.integers(low, high + 1)))]
+
+
+# Single-digit lists (one token per value): shorter and easier than qa_example, ordered by
+# how much independent work the answer needs, which comes in one token or two.
+
+
+def count_example(split: str, index: int) -> dict[str, str]:
+  """How many of 8-16 digits exceed a threshold: one comparison per value, then a count."""
+  rng = _rng(split, index, stream=4)
+  xs = _digits(rng, 8, 16)
+  threshold = int(rng.integers(2, 8))
+  return {"inputs": f"values {_join(xs)} . how many are greater than {threshold} ?",
+          "targets": str(sum(x > threshold for x in xs))}
+
+
+def pairs_example(split: str, index: int) -> dict[str, str]:
+  """How many pairs of 6-10 digits (1-9) add up to a target: ~n^2/2 independent comparisons.
+
+  The 2SUM shape of Pfau et al. (2024), where filler tokens can help a transformer because
+  the pairwise checks parallelise across extra positions.
+  """
+  rng = _rng(split, index, stream=5)
+  xs = _digits(rng, 6, 10, smallest=1)
+  target = int(rng.integers(8, 13))
+  pairs = sum(xs[i] + xs[j] == target for i in range(len(xs)) for j in range(i + 1, len(xs)))
+  return {"inputs": f"values {_join(xs)} . how many pairs add up to {target} ?",
+          "targets": str(pairs)}
+
+
+QA_EXAMPLES = {"qa": qa_example, "count": count_example, "pairs": pairs_example}
 
 
 def choice_example(split: str, index: int) -> dict:
@@ -143,9 +193,17 @@ def pretraining_dataset(split: str, shuffle_files: bool = False, seed=None) -> t
   return _text_dataset(split, lambda s, i: {"text": document(s, i)}, ["text"])
 
 
-def qa_dataset(split: str, shuffle_files: bool = False, seed=None) -> tf.data.Dataset:
+def skills_pretraining_dataset(split: str, shuffle_files: bool = False,
+                               seed=None) -> tf.data.Dataset:
   del shuffle_files, seed
-  return _text_dataset(split, qa_example, ["inputs", "targets"])
+  return _text_dataset(split, lambda s, i: {"text": skills_document(s, i)}, ["text"])
+
+
+def qa_dataset(split: str, shuffle_files: bool = False, seed=None,
+               kind: str = "qa") -> tf.data.Dataset:
+  """seqio dataset_fn of one QA_EXAMPLES kind: {"inputs", "targets"} strings."""
+  del shuffle_files, seed
+  return _text_dataset(split, QA_EXAMPLES[kind], ["inputs", "targets"])
 
 
 def choice_dataset(split: str, shuffle_files: bool = False, seed=None) -> tf.data.Dataset:

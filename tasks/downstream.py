@@ -17,6 +17,7 @@ Features: prefix-LM ("inputs" bidirectional, pauses included; loss on "targets" 
 """
 
 import dataclasses
+import functools
 import re
 from typing import Callable, Sequence
 
@@ -201,7 +202,8 @@ def rank_accuracy(targets, scores):
 
 
 def _register_synthetic():
-  """Offline downstream tasks: a decoding one (`synthetic_qa`), a scoring one (`synthetic_choice`)."""
+  """Offline downstream tasks: decoding (`synthetic_qa`, `_count`, `_pairs`), scoring
+  (`synthetic_choice`)."""
   splits = dict(splits=tuple(synthetic.NUM_DOCUMENTS),
                 num_input_examples=dict(synthetic.NUM_DOCUMENTS))
   vocabulary = vocab_lib.synthetic_vocabulary()
@@ -209,6 +211,12 @@ def _register_synthetic():
       "synthetic_qa", seqio.FunctionDataSource(synthetic.qa_dataset, **splits),
       text_preprocessors=[], vocabulary=vocabulary, target_length=8,
       metric_fns=[t5_metrics.accuracy], postprocess_fn=_strip)
+  for kind in ("count", "pairs"):
+    register_downstream_task(
+        f"synthetic_{kind}",
+        seqio.FunctionDataSource(functools.partial(synthetic.qa_dataset, kind=kind), **splits),
+        text_preprocessors=[], vocabulary=vocabulary, target_length=4,
+        metric_fns=[t5_metrics.accuracy], postprocess_fn=_strip)
   register_downstream_task(
       "synthetic_choice", seqio.FunctionDataSource(synthetic.choice_dataset, **splits),
       text_preprocessors=[_rank_candidates("train")], vocabulary=vocabulary, target_length=32,

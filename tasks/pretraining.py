@@ -1,4 +1,4 @@
-"""Pretraining tasks: `{c4,synthetic}_{std,pause}_pretrain`.
+"""Pretraining tasks: `{c4,synthetic,synthetic_skills}_{std,pause}_pretrain`.
 
 Documents are tokenized, closed with EOS, concatenated and cut into chunks of the sequence
 length (T5's `reduce_concat_tokens` + `split_tokens_to_targets_length`); the pause variant then
@@ -65,8 +65,13 @@ def _register_all():
   synthetic_source = seqio.FunctionDataSource(
       synthetic.pretraining_dataset, splits=tuple(synthetic.NUM_DOCUMENTS),
       num_input_examples=dict(synthetic.NUM_DOCUMENTS))
+  skills_source = seqio.FunctionDataSource(
+      synthetic.skills_pretraining_dataset, splits=tuple(synthetic.NUM_DOCUMENTS),
+      num_input_examples=dict(synthetic.NUM_DOCUMENTS))
   for variant, pause in (("std", False), ("pause", True)):
     register_pretraining_task(f"synthetic_{variant}_pretrain", synthetic_source,
+                              vocab_lib.synthetic_vocabulary(), pause=pause)
+    register_pretraining_task(f"synthetic_skills_{variant}_pretrain", skills_source,
                               vocab_lib.synthetic_vocabulary(), pause=pause)
     # C4 waits for its first request, so gin bindings of its data dir and vocabulary apply.
     name = f"c4_{variant}_pretrain"

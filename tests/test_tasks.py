@@ -1,5 +1,7 @@
 """Registered tasks end to end: synthetic (offline), C4 under TFDS mock data, clear errors."""
 
+import itertools
+
 import gin
 import numpy as np
 import pytest
@@ -69,6 +71,43 @@ def test_synthetic_qa_variants(task, num_pauses):
     assert (inputs[prefix_end - num_pauses + 1:prefix_end + 1] == info.pause_id).all()
     assert (inputs == info.pause_id).sum() == num_pauses
     assert causal[:prefix_end + 1].all() and not causal[prefix_end + 1:].any()
+
+
+def _answer(inputs: str) -> str:
+  """The answer of a count or pairs question, recomputed from its text alone."""
+  values_text, question = inputs.removeprefix("values ").split(" . ")
+  values = [int(x) for x in values_text.split()]
+  number = int(question.split()[-2])
+  if question.startswith("how many are greater"):
+    return str(len([x for x in values if x > number]))
+  assert question.startswith("how many pairs add up to"), question
+  return str(len([p for p in itertools.combinations(values, 2) if sum(p) == number]))
+
+
+@pytest.mark.parametrize("kind", ["count", "pairs"])
+def test_single_digit_tasks_answer_their_question(kind):
+  for i in range(200):
+    example = synthetic.QA_EXAMPLES[kind]("validation", i)
+    assert example["targets"] == _answer(example["inputs"])
+  task = data.get_task(f"synthetic_{kind}_pause5")
+  vocabulary = task.output_features["targets"].vocabulary
+  batch = _batch(f"synthetic_{kind}_pause5", length=64, split="validation")
+  answers = {synthetic.QA_EXAMPLES[kind]("validation", i)["targets"] for i in range(5000)}
+  for targets, weights in zip(batch["decoder_target_tokens"], batch["decoder_loss_weights"]):
+    assert vocabulary.decode(targets[weights > 0].tolist()) in answers
+
+
+def test_skills_corpus_is_answered_exercises_unlike_the_downstream_ones():
+  downstream = {synthetic.QA_EXAMPLES[kind]("validation", i)["inputs"]
+                for kind in ("count", "pairs") for i in range(2000)}
+  for i in range(100):
+    for line in synthetic.skills_document("train", i).split("\n"):
+      inputs, answer = line.rsplit(" ? ", 1)
+      assert answer == _answer(inputs + " ?") and inputs + " ?" not in downstream
+  batch = _batch("synthetic_skills_pause_pretrain", length=128)
+  share = (batch["decoder_target_tokens"] == data.task_info(
+      "synthetic_skills_pause_pretrain").pause_id).mean()
+  assert 0.07 < share <= 0.1
 
 
 def test_variants_registered_from_their_names():
