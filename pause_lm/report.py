@@ -12,6 +12,8 @@ pause_lm.grid, whoever ran the runs) and writes `report.md` and `figures/*.png` 
 - Figure 4(b) style: the metric against the finetuning M (0 is StdFT), per pretraining.
 - Figure 4(c) style: the metric of PauseFT models against the inference-time M.
 - The prepend (Table 2) and '.' filler (Section 4.3) ablations when the grid ran them.
+- For decoding tasks, the runs that answered some examples with nothing (from
+  `predictions.jsonl`): the form Section 5.2's collapse at M_inf = 0 takes.
 - Every seed's value, so each cell can be checked against its metrics files.
 
 Means and sample standard deviations (n - 1) are computed from the files' numbers as they
@@ -32,6 +34,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from pause_lm import grid as grid_lib
 
 REPORT_FILE = 'report.md'
+PREDICTIONS_FILE = 'predictions.jsonl'
 FIGURES_DIR = 'figures'
 VARIANTS = (('stdpt', 'std'), ('stdpt', 'pause'), ('pausept', 'std'), ('pausept', 'pause'))
 _COLORS = {'stdpt': 'tab:blue', 'pausept': 'tab:orange'}
@@ -57,6 +60,20 @@ def format_mean_std(values: Sequence[float], digits: int = 1, seeds: int | None 
   return text
 
 
+def empty_answer_percent(predictions: epath.Path) -> float | None:
+  """% of decoded answers that are empty (EOS first), or None without decoded predictions.
+
+  The visible form of Section 5.2's zero-pause collapse: a model finetuned to answer after
+  its pauses, asked without them, often stops at once.
+  """
+  if not predictions.exists():
+    return None
+  records = [json.loads(line) for line in predictions.read_text().splitlines() if line]
+  if not records or any(not isinstance(r.get('output'), str) for r in records):
+    return None  # Scoring tasks record candidate scores, not decoded text.
+  return 100 * sum(not r['output'].strip() for r in records) / len(records)
+
+
 class Results:
   """Metrics of every evaluation, by (task, pretrain, finetune, M_inf) and seed."""
 
@@ -64,12 +81,17 @@ class Results:
     self.root = epath.Path(experiment_dir)
     # (task, pretrain, Finetune, m_inf) -> {seed: {metric: value}}
     self.cells = collections.defaultdict(dict)
+    # Decoding tasks only: the same keys -> {seed: % of examples answered with nothing}.
+    self.empty = collections.defaultdict(dict)
     for path in sorted(self.root.glob(f'finetune/*/*/seed*/eval/minf*/{grid_lib.METRICS_FILE}')):
       key = grid_lib.parse_eval_path(str(path.relative_to(self.root)))
       if key is None:
         continue
       metrics = json.loads(path.read_text())['metrics']
       self.cells[key.task, key.pretrain, key.finetune, key.m_inf][key.seed] = metrics
+      empty = empty_answer_percent(path.parent / PREDICTIONS_FILE)
+      if empty is not None:
+        self.empty[key.task, key.pretrain, key.finetune, key.m_inf][key.seed] = empty
     self.tasks = sorted({k[0] for k in self.cells})
     self.seeds = max((len(v) for v in self.cells.values()), default=0)
 
@@ -155,6 +177,26 @@ def table_inference(results: Results) -> list[str]:
                              results.values(task, pretrain, finetune, metric, m_inf),
                              seeds=results.seeds)])
   return _table(['Task', 'Metric', 'Variant', 'M_ft', 'M_inf', 'mean ± std'], rows)
+
+
+def table_empty_answers(results: Results) -> list[str]:
+  """Evaluations where some seed answered nothing for some examples (decoding tasks)."""
+  rows = []
+  for (task, pretrain, finetune, m_inf), seeds in sorted(
+      results.empty.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2].name, kv[0][3])):
+    hit = [s for s in sorted(seeds) if seeds[s] > 0]
+    if hit:
+      rows.append([task, f'{pretrain}_{finetune.name}', str(m_inf),
+                   f'{len(hit)} of {len(seeds)}',
+                   ', '.join(f'{s}: {seeds[s]:.1f}' for s in hit)])
+  if not results.empty:
+    return []
+  checked = sum(len(seeds) for seeds in results.empty.values())
+  if not rows:
+    return [f'No empty answer in any of the {checked} decoding evaluations.', '']
+  return [f'Every other of the {checked} decoding evaluations answered every example.', '',
+          *_table(['Task', 'Run', 'M_inf', 'seeds with empty answers', 'seed: % empty'],
+                  rows)]
 
 
 def table_ablations(results: Results) -> list[str]:
@@ -275,6 +317,9 @@ def write_report(experiment_dir: epath.PathLike) -> epath.Path:
       '## Table 1 layout (PauseFT at the best M)', '', *table1(results),
       '## PauseFT at each M', '', *table_each_m(results),
       '## Inference-time pauses (Section 5.2)', '', *table_inference(results)]
+  empty = table_empty_answers(results)
+  if empty:
+    lines += ['## Empty answers (the zero-pause collapse, Section 5.2)', '', *empty]
   ablations = table_ablations(results)
   if ablations:
     lines += ['## Ablations', '', *ablations]

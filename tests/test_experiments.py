@@ -134,6 +134,24 @@ def test_report_picks_best_m_and_draws_figures(tmp_path):
   assert '| task | accuracy | PausePT_PauseFT | 2 | 0 | 3.2 ± 0.3 |' in text
   assert (tmp_path / 'figures/task_accuracy_num_pauses.png').exists()
   assert (tmp_path / 'figures/task_accuracy_inference_pauses.png').exists()
+  assert '## Empty answers' not in text  # No predictions files, nothing to say.
+
+
+def test_report_counts_empty_answers(tmp_path):
+  for run, m_inf, outputs in (('pausept_pauseft2/seed0', 0, ['', ' ', '3', '4']),
+                              ('pausept_pauseft2/seed1', 0, ['1', '', '3', '4']),
+                              ('pausept_pauseft2/seed0', 2, ['1', '2', '3', '4']),
+                              ('pausept_stdft/seed0', 0, ['1', '2', '3', '4'])):
+    _write_metrics(tmp_path, f'task/{run}', m_inf, 50.0)
+    (tmp_path / 'finetune/task' / run / f'eval/minf{m_inf}/predictions.jsonl').write_text(
+        ''.join(json.dumps({'output': o, 'prediction': o.strip()}) + '\n' for o in outputs))
+  assert report.empty_answer_percent(
+      tmp_path / 'finetune/task/pausept_pauseft2/seed0/eval/minf0/predictions.jsonl') == 50
+  text = report.write_report(tmp_path).read_text()
+  section = text.split('## Empty answers')[1].split('\n## ')[0]
+  assert 'Every other of the 4 decoding evaluations answered every example.' in section
+  assert [line for line in section.splitlines() if line.startswith('| task')] == [
+      '| task | pausept_pauseft2 | 0 | 2 of 2 | 0: 50.0, 1: 25.0 |']
 
 
 def test_print_commands_command_line():
