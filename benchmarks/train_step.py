@@ -1,11 +1,17 @@
 r"""Train-step throughput against this machine's own matmul rate.
 
   python benchmarks/train_step.py [--models=tiny,130m] [--steps=5]
+  # The 1B model in bfloat16 on one GPU (H100 SXM: 989 dense bf16 TFLOP/s):
+  python benchmarks/train_step.py --models=1b --dtype=bfloat16 \
+      --remat_policy=dots_with_no_batch_dims_saveable --batch_size=8 \
+      --sequence_length=2048 --matmul_size=8192 --peak_tflops=989
 
 Prints, per model, tokens/s and model FLOP/s (the trainer's step, with the
 model's training FLOPs per token) and that rate as a fraction of a large
-float32 matmul measured in the same process: an MFU whose peak is what XLA
-actually reaches on this machine, so CPU and accelerator numbers compare.
+matmul in the model's compute dtype measured in the same process: an MFU whose
+peak is what XLA actually reaches on this machine, so CPU and accelerator
+numbers compare. With --peak_tflops (the chip's datasheet rate) the usual MFU
+is printed too.
 Inputs are random tokens, so the input pipeline is not measured.
 
 Defaults are the fastest found on a 2-core CPU: batch 8 x 256 (same tokens
@@ -36,16 +42,25 @@ _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per model.')
 _BATCH = flags.DEFINE_integer('batch_size', 8, 'Sequences per step.')
 _LENGTH = flags.DEFINE_integer('sequence_length', 256, 'Tokens per sequence.')
 _MATMUL = flags.DEFINE_integer('matmul_size', 2048,
-                               'n of the n x n x n float32 reference matmul.')
+                               'n of the n x n x n reference matmul.')
+_DTYPE = flags.DEFINE_enum(
+    'dtype', 'float32', ['float32', 'bfloat16'],
+    'Compute dtype of the models and the reference matmul. float32 on CPUs, which '
+    'have no fast bfloat16 matmul; bfloat16 on GPUs and TPUs.')
+_REMAT = flags.DEFINE_string('remat_policy', 'none',
+                             'ModelConfig.remat_policy (the model files\' own is for '
+                             'their full batch; none is fastest where memory allows).')
+_PEAK_TFLOPS = flags.DEFINE_float(
+    'peak_tflops', None, 'The chip\'s datasheet dense rate in --dtype, for the usual MFU.')
 
 # The paper's 130M/1B vocabulary: 32,296 tokenizer ids + 1 pause, padded.
 _NUM_EMBEDDINGS = 32384
 
 
-def matmul_flops_per_sec(n: int, repeats: int = 5) -> float:
-  """Best-of-`repeats` float32 rate of one jitted n x n x n matmul."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+def matmul_flops_per_sec(n: int, repeats: int = 5, dtype: str = 'float32') -> float:
+  """Best-of-`repeats` rate of one jitted n x n x n matmul in `dtype`."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   dot = jax.jit(jnp.dot)
   dot(a, b).block_until_ready()
   best = float('inf')
@@ -57,15 +72,15 @@ def matmul_flops_per_sec(n: int, repeats: int = 5) -> float:
 
 
 def time_train_step(model_name: str, batch_size: int, sequence_length: int,
-                    steps: int) -> dict[str, float]:
+                    steps: int, dtype: str = 'float32',
+                    remat_policy: str = 'none') -> dict[str, float]:
   """Seconds per step of the trainer's jitted step for one model file."""
   gin.clear_config()
   gin_utils.parse_gin(
       [f'gin/models/{model_name}.gin'],
       [f'ModelConfig.num_embeddings = {_NUM_EMBEDDINGS}',
-       # Float32 compute: CPUs have no fast bfloat16 matmul.
-       "ModelConfig.dtype = 'float32'",
-       "ModelConfig.remat_policy = 'none'",
+       f"ModelConfig.dtype = '{dtype}'",
+       f"ModelConfig.remat_policy = '{remat_policy}'",
        f'ModelConfig.max_len = {max(sequence_length, 512)}',
        'learning_rate_schedule.learning_rate = 1e-4',
        "learning_rate_schedule.kind = 'constant'"])
@@ -112,20 +127,25 @@ def time_train_step(model_name: str, batch_size: int, sequence_length: int,
 def main(argv: Sequence[str]) -> None:
   del argv
   print(f'devices: {jax.device_count()} x {jax.devices()[0].device_kind}')
-  results = {name: time_train_step(name, _BATCH.value, _LENGTH.value,
-                                   _STEPS.value) for name in _MODELS.value}
+  results = {name: time_train_step(name, _BATCH.value, _LENGTH.value, _STEPS.value,
+                                   _DTYPE.value, _REMAT.value)
+             for name in _MODELS.value}
   # Measured after the models too and the best kept: on a shared machine a
   # single reading can catch a busy moment and flatter the fraction.
-  peak = max(matmul_flops_per_sec(_MATMUL.value) for _ in range(2))
-  print(f'reference float32 matmul ({_MATMUL.value}^3): '
+  peak = max(matmul_flops_per_sec(_MATMUL.value, dtype=_DTYPE.value) for _ in range(2))
+  print(f'reference {_DTYPE.value} matmul ({_MATMUL.value}^3): '
         f'{peak / 1e9:.1f} GFLOP/s')
   for name, result in results.items():
-    print(f'{name:>5}: {result["params"] / 1e6:.1f}M params, batch '
-          f'{_BATCH.value} x {_LENGTH.value}: '
-          f'{result["seconds_per_step"]:.3f} s/step, '
-          f'{result["tokens_per_sec"]:.0f} tokens/s, '
-          f'{result["model_flops_per_sec"] / 1e9:.1f} GFLOP/s = '
-          f'{result["model_flops_per_sec"] / peak:.1%} of the matmul rate')
+    line = (f'{name:>5}: {result["params"] / 1e6:.1f}M params, {_DTYPE.value}, '
+            f'remat {_REMAT.value}, batch {_BATCH.value} x {_LENGTH.value}: '
+            f'{result["seconds_per_step"]:.3f} s/step, '
+            f'{result["tokens_per_sec"]:.0f} tokens/s, '
+            f'{result["model_flops_per_sec"] / 1e9:.1f} GFLOP/s = '
+            f'{result["model_flops_per_sec"] / peak:.1%} of the matmul rate')
+    if _PEAK_TFLOPS.value:
+      line += (f', MFU {result["model_flops_per_sec"] / (_PEAK_TFLOPS.value * 1e12):.1%} '
+               f'of {_PEAK_TFLOPS.value:g} TFLOP/s')
+    print(line)
 
 
 if __name__ == '__main__':
