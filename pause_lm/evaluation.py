@@ -39,13 +39,12 @@ import tqdm
 from pause_lm import checkpointing
 from pause_lm import data as data_lib
 from pause_lm import decoding
+from pause_lm import grid as grid_lib
 from pause_lm import model as model_lib
 from pause_lm import preprocessors
 from pause_lm import sharding
 from pause_lm.tasks import downstream
 
-METRICS_FILE = 'metrics.json'
-PREDICTIONS_FILE = 'predictions.jsonl'
 # A downstream variant's name: `{base}_std`, `{base}_pause{M}[_prepend]`, `{base}_filler{M}`.
 _VARIANT = re.compile(r'^(?P<base>.+?)_(?:std|(?P<kind>pause|filler)(?P<m>\d+)'
                       r'(?:_(?P<placement>prepend|append))?)$')
@@ -311,9 +310,9 @@ def write_results(output_dir: epath.PathLike, result: EvalResult,
              'num_examples': result.num_examples,
              'truncated_prefixes': result.truncated_prefixes, **dict(extra),
              'metrics': result.metrics}
-  (output_dir / METRICS_FILE).write_text(json.dumps(_jsonable(summary), indent=2) + '\n')
+  (output_dir / grid_lib.METRICS_FILE).write_text(json.dumps(_jsonable(summary), indent=2) + '\n')
   lines = [json.dumps(_jsonable(r), ensure_ascii=False) for r in result.records]
-  (output_dir / PREDICTIONS_FILE).write_text(''.join(line + '\n' for line in lines))
+  (output_dir / grid_lib.PREDICTIONS_FILE).write_text(''.join(line + '\n' for line in lines))
   return output_dir
 
 

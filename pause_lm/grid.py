@@ -30,7 +30,9 @@ PRETRAIN_VARIANTS = ('stdpt', 'pausept')
 # The paper's names for a (pretraining, finetuning kind) pair.
 LABELS = {'stdpt': 'StdPT', 'pausept': 'PausePT', 'std': 'StdFT', 'pause': 'PauseFT',
           'filler': 'FillerFT'}
+# The files every evaluation writes (pause_lm.evaluation), named once for the report too.
 METRICS_FILE = 'metrics.json'
+PREDICTIONS_FILE = 'predictions.jsonl'
 
 _FINETUNE = re.compile(r'^(?:(?P<std>stdft)|(?P<kind>pause|filler)ft(?P<m>\d+)'
                        r'(?:_(?P<placement>prepend))?)$')

@@ -34,7 +34,6 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from pause_lm import grid as grid_lib
 
 REPORT_FILE = 'report.md'
-PREDICTIONS_FILE = 'predictions.jsonl'
 FIGURES_DIR = 'figures'
 VARIANTS = (('stdpt', 'std'), ('stdpt', 'pause'), ('pausept', 'std'), ('pausept', 'pause'))
 _COLORS = {'stdpt': 'tab:blue', 'pausept': 'tab:orange'}
@@ -89,7 +88,7 @@ class Results:
         continue
       metrics = json.loads(path.read_text())['metrics']
       self.cells[key.task, key.pretrain, key.finetune, key.m_inf][key.seed] = metrics
-      empty = empty_answer_percent(path.parent / PREDICTIONS_FILE)
+      empty = empty_answer_percent(path.parent / grid_lib.PREDICTIONS_FILE)
       if empty is not None:
         self.empty[key.task, key.pretrain, key.finetune, key.m_inf][key.seed] = empty
     self.tasks = sorted({k[0] for k in self.cells})
@@ -179,18 +178,22 @@ def table_inference(results: Results) -> list[str]:
   return _table(['Task', 'Metric', 'Variant', 'M_ft', 'M_inf', 'mean ± std'], rows)
 
 
+def _by_run(cells):
+  """(key, seeds) items of a Results mapping, by task, pretraining, finetuning and M_inf."""
+  return sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2].name, kv[0][3]))
+
+
 def table_empty_answers(results: Results) -> list[str]:
   """Evaluations where some seed answered nothing for some examples (decoding tasks)."""
+  if not results.empty:
+    return []
   rows = []
-  for (task, pretrain, finetune, m_inf), seeds in sorted(
-      results.empty.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2].name, kv[0][3])):
+  for (task, pretrain, finetune, m_inf), seeds in _by_run(results.empty):
     hit = [s for s in sorted(seeds) if seeds[s] > 0]
     if hit:
       rows.append([task, f'{pretrain}_{finetune.name}', str(m_inf),
                    f'{len(hit)} of {len(seeds)}',
                    ', '.join(f'{s}: {seeds[s]:.1f}' for s in hit)])
-  if not results.empty:
-    return []
   checked = sum(len(seeds) for seeds in results.empty.values())
   if not rows:
     return [f'No empty answer in any of the {checked} decoding evaluations.', '']
@@ -236,8 +239,7 @@ def table_ablations(results: Results) -> list[str]:
 
 def table_seeds(results: Results) -> list[str]:
   rows = []
-  for (task, pretrain, finetune, m_inf), seeds in sorted(
-      results.cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2].name, kv[0][3])):
+  for (task, pretrain, finetune, m_inf), seeds in _by_run(results.cells):
     for metric in results.metrics(task):
       values = [f'{s}: {seeds[s][metric]:.4g}' for s in sorted(seeds) if metric in seeds[s]]
       rows.append([task, f'{pretrain}_{finetune.name}', str(m_inf), metric, ', '.join(values)])

@@ -195,6 +195,8 @@ def test_tiny_grid_end_to_end_resumes_and_reports(tmp_path, caplog):
   assert experiments.run_grid(grid) == []
 
   text = report.write_report(tmp_path).read_text()
+  # The report reads the predictions the evaluations wrote (names shared via grid_lib).
+  assert '## Empty answers' in text
   files = sorted(tmp_path.glob('finetune/*/*/seed*/eval/minf*/metrics.json'))
   assert len(files) == 12
   cells = {}
