@@ -23,6 +23,9 @@ INSTALL_REQUIRES = [
     "tensorflow-text>=2.19",
     "sentencepiece>=0.2",
     "numpy",
+    # Hugging Face checkpoints and tokenizers in and out (never torch or transformers).
+    "safetensors>=0.4",
+    "tokenizers>=0.19",
     "tqdm",
     "matplotlib",
     # Runtime needs of t5's metrics and preprocessors (t5 itself: see the module docstring).
