@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import json
 import math
-import re
 from typing import Any
 
 from absl import logging
@@ -43,31 +42,31 @@ from pause_lm import grid as grid_lib
 from pause_lm import model as model_lib
 from pause_lm import preprocessors
 from pause_lm import sharding
+from pause_lm import variants
 from pause_lm.tasks import downstream
 
-# A downstream variant's name: `{base}_std`, `{base}_pause{M}[_prepend]`, `{base}_filler{M}`.
-_VARIANT = re.compile(r'^(?P<base>.+?)_(?:std|(?P<kind>pause|filler)(?P<m>\d+)'
-                      r'(?:_(?P<placement>prepend|append))?)$')
 # seqio insists on an output folder for any logger; ours keeps its records in memory.
 _IN_MEMORY = 'in-memory'
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-  """Where a downstream task's name puts its delay tokens."""
+  """Where a downstream task's name puts its delay tokens (random M: num_pauses is the largest)."""
   base: str
   num_pauses: int
   placement: str = 'append'
   filler: str | None = None
+  random: bool = False
 
 
 def parse_variant(task: str) -> Variant | None:
   """The variant a task name stands for (`_eval` ignored), or None for other tasks."""
-  match = _VARIANT.match(task.removesuffix(downstream.EVAL_SUFFIX))
-  if not match:
+  parsed = variants.parse_task(task.removesuffix(downstream.EVAL_SUFFIX))
+  if parsed is None:
     return None
-  filler = downstream.DEFAULT_FILLER if match['kind'] == 'filler' else None
-  return Variant(match['base'], int(match['m'] or 0), match['placement'] or 'append', filler)
+  base, variant = parsed
+  filler = downstream.DEFAULT_FILLER if variant.kind == 'filler' else None
+  return Variant(base, variant.largest, variant.placement, filler, variant.random)
 
 
 def inference_task(task: str, num_inference_pauses: int | None = None) -> str:
@@ -75,14 +74,17 @@ def inference_task(task: str, num_inference_pauses: int | None = None) -> str:
 
   Args:
     task: A registered downstream task, e.g. 'squad_pause10'.
-    num_inference_pauses: M_inf; None keeps the task's own M. The placement and filler stay
-      those of `task` ('squad_pause10_prepend' at 5 is 'squad_pause5_prepend').
+    num_inference_pauses: M_inf; None keeps the task's own M (a random-M task's largest:
+      evaluation is always at one fixed M). The placement and filler stay those of `task`
+      ('squad_pause10_prepend' at 5 is 'squad_pause5_prepend').
 
   Returns:
     The name of the registered task to evaluate (the all-candidates form for scoring tasks).
   """
   data_lib.get_task(task)  # Fails with near names and how to register one.
   name = task.removesuffix(downstream.EVAL_SUFFIX)
+  if num_inference_pauses is None and getattr(parse_variant(name), 'random', False):
+    num_inference_pauses = parse_variant(name).num_pauses
   if num_inference_pauses is not None:
     variant = parse_variant(name)
     if variant is None:

@@ -16,7 +16,8 @@ results by parsing them (`parse_eval_path`), whoever ran the commands.
   {experiment_dir}/finetune/{task}/{pretrain}_{finetune}/seed{s}
   {experiment_dir}/finetune/{task}/{pretrain}_{finetune}/seed{s}/eval/minf{M}/metrics.json
 
-with finetune one of `stdft`, `pauseft{M}`, `pauseft{M}_prepend`, `fillerft{M}`.
+with finetune one of `stdft`, `pauseft{M}`, `pauseft{M}_prepend`, `fillerft{M}`, or
+`pauseft{lo}to{hi}` for M drawn from lo..hi per example (names: pause_lm.variants).
 """
 
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,8 @@ from typing import Any
 
 import gin
 
+from pause_lm import variants
+
 PRETRAIN_VARIANTS = ('stdpt', 'pausept')
 # The paper's names for a (pretraining, finetuning kind) pair.
 LABELS = {'stdpt': 'StdPT', 'pausept': 'PausePT', 'std': 'StdFT', 'pause': 'PauseFT',
@@ -34,8 +37,6 @@ LABELS = {'stdpt': 'StdPT', 'pausept': 'PausePT', 'std': 'StdFT', 'pause': 'Paus
 METRICS_FILE = 'metrics.json'
 PREDICTIONS_FILE = 'predictions.jsonl'
 
-_FINETUNE = re.compile(r'^(?:(?P<std>stdft)|(?P<kind>pause|filler)ft(?P<m>\d+)'
-                       r'(?:_(?P<placement>prepend))?)$')
 _EVAL_PATH = re.compile(
     r'(?:^|/)finetune/(?P<task>[^/]+)/(?P<pretrain>stdpt|pausept)_(?P<finetune>[^/]+)/'
     r'seed(?P<seed>\d+)/eval/minf(?P<m_inf>\d+)/' + re.escape(METRICS_FILE) + '$')
@@ -60,8 +61,10 @@ class Grid:
       learning rate, steps and batch size).
     eval_bindings: Gin macro values for every evaluation (e.g. NUM_EXAMPLES).
     num_pauses: The finetuning M of PauseFT (the paper: 10 and 50).
+    random_pauses: (lo, hi) ranges of delay-robust PauseFT, `PauseFT(lo..hi)`: every
+      finetuning example gets its own M, uniform over lo..hi (beyond the paper).
     inference_pauses: Other inference-time M evaluated for every appended-pause run
-      (Section 5.2); its own M is always evaluated.
+      (Section 5.2); its own M (for a range, hi) is always evaluated.
     num_seeds: Finetuning seeds per setting (the paper: 5); seed s sets `train.seed`, which
       also orders the data. Pretraining has one seed, so all randomness is finetuning's.
     prepend: Also run PauseFT with prepended pauses (Section 5.3, Table 2).
@@ -80,6 +83,7 @@ class Grid:
   task_bindings: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
   eval_bindings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   num_pauses: Sequence[int] = (10, 50)
+  random_pauses: Sequence[Sequence[int]] = ()
   inference_pauses: Sequence[int] = (0,)
   num_seeds: int = 5
   prepend: bool = False
@@ -93,6 +97,9 @@ class Grid:
     if any(m <= 0 for m in self.num_pauses) or any(m < 0 for m in self.inference_pauses):
       raise ValueError('num_pauses must be > 0 and inference_pauses >= 0, got '
                        f'{self.num_pauses} and {self.inference_pauses}.')
+    for pair in self.random_pauses:
+      if len(pair) != 2 or not 0 <= pair[0] < pair[1]:
+        raise ValueError(f'random_pauses needs (lo, hi) pairs with 0 <= lo < hi, got {pair}.')
     unknown = set(self.task_bindings) - set(self.tasks)
     if unknown:
       raise ValueError(f'task_bindings for tasks not in the grid: {sorted(unknown)}.')
@@ -119,35 +126,10 @@ class Run:
   depends_on: str | None = None  # The run whose checkpoint this one starts from.
 
 
-@dataclasses.dataclass(frozen=True)
-class Finetune:
-  """What a finetuning folder name stands for."""
-  kind: str  # 'std', 'pause' or 'filler'
-  num_pauses: int
-  placement: str = 'append'
-
-  @property
-  def name(self) -> str:
-    if self.kind == 'std':
-      return 'stdft'
-    suffix = '' if self.placement == 'append' else f'_{self.placement}'
-    return f'{self.kind}ft{self.num_pauses}{suffix}'
-
-  def task(self, base: str) -> str:
-    """The downstream task variant it finetunes on (see pause_lm.tasks.downstream)."""
-    if self.kind == 'std':
-      return f'{base}_std'
-    suffix = '' if self.placement == 'append' else f'_{self.placement}'
-    return f'{base}_{self.kind}{self.num_pauses}{suffix}'
-
-
-def parse_finetune(name: str) -> Finetune:
-  match = _FINETUNE.match(name)
-  if not match:
-    raise ValueError(f'Not a finetuning variant folder name: {name!r}.')
-  if match['std']:
-    return Finetune('std', 0)
-  return Finetune(match['kind'], int(match['m']), match['placement'] or 'append')
+# What a finetuning folder name stands for: kind, M (or lo..hi), placement; `.name` is the
+# folder name and `.task(base)` the downstream task it finetunes on.
+Finetune = variants.Variant
+parse_finetune = variants.parse_folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +144,7 @@ class EvalKey:
   @property
   def label(self) -> str:
     """The paper's name, e.g. PausePT_PauseFT."""
-    return f'{LABELS[self.pretrain]}_{LABELS[self.finetune.kind]}'
+    return f'{LABELS[self.pretrain]}_{self.finetune.label}'
 
 
 def parse_eval_path(path: str) -> EvalKey | None:
@@ -198,6 +180,8 @@ def finetune_variants(grid: Grid) -> list[tuple[str, Finetune]]:
   for pretrain in PRETRAIN_VARIANTS:
     pairs.append((pretrain, Finetune('std', 0)))
     pairs.extend((pretrain, Finetune('pause', m)) for m in grid.num_pauses)
+    pairs.extend((pretrain, Finetune('pause', lo, max_pauses=hi))
+                 for lo, hi in grid.random_pauses)
     if grid.prepend:
       pairs.extend((pretrain, Finetune('pause', m, 'prepend')) for m in grid.num_pauses)
   if grid.filler:
@@ -206,10 +190,11 @@ def finetune_variants(grid: Grid) -> list[tuple[str, Finetune]]:
 
 
 def inference_pauses(grid: Grid, finetune: Finetune) -> list[int]:
-  """M_inf evaluated for a finetuning variant: its own M first, then the sweep."""
+  """M_inf evaluated for a finetuning variant: its own M (a range's hi) first, then the sweep."""
+  own = finetune.largest
   if finetune.kind != 'pause' or finetune.placement != 'append':
-    return [finetune.num_pauses]
-  return [finetune.num_pauses] + sorted(set(grid.inference_pauses) - {finetune.num_pauses})
+    return [own]
+  return [own] + sorted(set(grid.inference_pauses) - {own})
 
 
 def pretrain_dir(grid: Grid, pretrain: str) -> str:

@@ -72,29 +72,41 @@ def inject_pauses(dataset: tf.data.Dataset, output_features, rate: float = 0.1,
   return inject(dataset)
 
 
-def _delay_tokens(output_features, key: str, num_pauses: int, filler):
-  """The M tokens that delay the answer: <pause>, or copies of an ordinary token (Lanham)."""
+def _delay_token(output_features, key: str, filler) -> int:
+  """The token that delays the answer: <pause>, or an ordinary token (Lanham et al.)."""
   if filler is None:
-    token = _pause_id(output_features, key)
-  elif isinstance(filler, int):
-    token = filler
-  else:
-    ids = list(output_features[key].vocabulary.encode(filler))
-    if len(ids) != 1:
-      raise ValueError(f"Filler {filler!r} encodes to {len(ids)} tokens {ids}; a filler must be "
-                       "one token. Pass its token id instead (filler=<int>).")
-    token = ids[0]
-  return tf.fill([num_pauses], tf.constant(token, tf.int32))
+    return _pause_id(output_features, key)
+  if isinstance(filler, int):
+    return filler
+  ids = list(output_features[key].vocabulary.encode(filler))
+  if len(ids) != 1:
+    raise ValueError(f"Filler {filler!r} encodes to {len(ids)} tokens {ids}; a filler must be "
+                     "one token. Pass its token id instead (filler=<int>).")
+  return ids[0]
+
+
+def num_pauses_of(seed: tf.Tensor, num_pauses: int, max_pauses: int) -> tf.Tensor:
+  """The M of one example, uniform over num_pauses..max_pauses (inclusive), from its seed."""
+  return tf.random.stateless_uniform([], seed=seed, minval=num_pauses, maxval=max_pauses + 1,
+                                     dtype=tf.int32)
 
 
 def append_pauses(dataset: tf.data.Dataset, sequence_length, output_features, num_pauses: int,
                   placement: str = "append", filler=None, keep: str = "end",
-                  feature_key: str = "inputs") -> tf.data.Dataset:
+                  feature_key: str = "inputs",
+                  max_pauses: int | None = None) -> tf.data.Dataset:
   """Pause-finetuning / pause-inference (Section 3.1): M delay tokens around the prefix.
 
   Apply after tokenization. When prefix + M exceeds the feature's length, the *prefix* is cut
   (its end is kept by default: the question usually sits there), never the pauses, and
   `inputs_pause_truncated` records how many tokens were cut.
+
+  With `max_pauses`, each example gets its own M, drawn uniformly from num_pauses..max_pauses
+  (inclusive) with seqio's per-example seeds, so the draw is the same for the same dataset
+  seed, on every host. Trained on, this teaches one model every delay in the range, so that
+  inference at a fixed M_inf below the largest does not meet an unseen input shape (the
+  zero-pause collapse of Section 5.2). The prefix is cut to make room for the M drawn, not
+  for max_pauses: an example with M = m is exactly the fixed-M variant's example at m.
   """
   if placement not in PLACEMENTS:
     raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}.")
@@ -102,30 +114,44 @@ def append_pauses(dataset: tf.data.Dataset, sequence_length, output_features, nu
     raise ValueError(f"keep must be one of {KEEPS}, got {keep!r}.")
   if num_pauses < 0:
     raise ValueError(f"num_pauses must be >= 0, got {num_pauses}.")
+  if max_pauses is not None and max_pauses <= num_pauses:
+    raise ValueError(f"max_pauses must exceed num_pauses for a random M, got {num_pauses} to "
+                     f"{max_pauses}; leave max_pauses unset for a fixed M.")
+  largest = num_pauses if max_pauses is None else max_pauses
   max_length = (sequence_length or {}).get(feature_key)
-  if max_length is not None and num_pauses >= max_length:
+  if max_length is not None and largest >= max_length:
     raise ValueError(
-        f"{num_pauses} pauses leave no room for the prefix in {feature_key!r} of length "
+        f"{largest} pauses leave no room for the prefix in {feature_key!r} of length "
         f"{max_length}; raise the {feature_key!r} sequence length or lower num_pauses.")
-  delay = _delay_tokens(output_features, feature_key, num_pauses, filler)
-  room = None if max_length is None else max_length - num_pauses
+  token = tf.constant(_delay_token(output_features, feature_key, filler), tf.int32)
 
-  def add(features):
+  def add(features, count):
     features = dict(features)
     prefix = tf.cast(features[feature_key], tf.int32)
     cut = tf.zeros([], tf.int32)
-    if room is not None:
-      cut = tf.maximum(tf.size(prefix) - room, 0)
+    if max_length is not None:
+      cut = tf.maximum(tf.size(prefix) - (max_length - count), 0)
       prefix = prefix[cut:] if keep == "end" else prefix[:tf.size(prefix) - cut]
+    delay = tf.fill([count], token)
     parts = [prefix, delay] if placement == "append" else [delay, prefix]
     features[feature_key] = tf.concat(parts, axis=0)
     features[TRUNCATED_KEY] = cut
     return features
 
-  logging.info("Adding %d %s tokens (%s) to %r; prefixes longer than %s tokens are cut at the "
-               "%s.", num_pauses, "<pause>" if filler is None else repr(filler), placement,
-               feature_key, room, "start" if keep == "end" else "end")
-  return dataset.map(add, num_parallel_calls=tf.data.AUTOTUNE)
+  count = (f"{num_pauses}" if max_pauses is None
+           else f"from {num_pauses} to {max_pauses} (uniform per example)")
+  logging.info("Adding %s %s tokens (%s) to %r; prefixes longer than %s tokens minus the "
+               "pauses are cut at the %s.", count, "<pause>" if filler is None else repr(filler),
+               placement, feature_key, max_length, "start" if keep == "end" else "end")
+  if max_pauses is None:
+    return dataset.map(lambda features: add(features, tf.constant(num_pauses, tf.int32)),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+  @seqio.map_over_dataset(num_seeds=1)
+  def add_random(features, seed):
+    return add(features, num_pauses_of(seed, num_pauses, max_pauses))
+
+  return add_random(dataset)
 
 
 def rekey_text(dataset: tf.data.Dataset, key: str = "text") -> tf.data.Dataset:

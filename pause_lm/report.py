@@ -8,9 +8,11 @@ pause_lm.grid, whoever ran the runs) and writes `report.md` and `figures/*.png` 
 - Table 1 (the paper's layout): per task and metric, mean ± std over finetuning seeds of the
   four variants, PauseFT at the best M of the grid (highest mean, as the paper reports the
   better of M = 10 and 50; chosen on the evaluated split, so it flatters PauseFT slightly)
-  and at each M.
+  and at each M; delay-robust PauseFT(lo..hi) (M random per example) in columns of its own,
+  at M_inf = hi.
 - Figure 4(b) style: the metric against the finetuning M (0 is StdFT), per pretraining.
-- Figure 4(c) style: the metric of PauseFT models against the inference-time M.
+- Figure 4(c) style: the metric against the inference-time M, one line per finetuning scheme
+  (PauseFT at each M and PauseFT(lo..hi)).
 - The prepend (Table 2) and '.' filler (Section 4.3) ablations when the grid ran them.
 - For decoding tasks, the runs that answered some examples with nothing (from
   `predictions.jsonl`): the form Section 5.2's collapse at M_inf = 0 takes.
@@ -99,16 +101,26 @@ class Results:
                    for seed in v.values() for m in seed})
 
   def values(self, task, pretrain, finetune, metric, m_inf=None) -> list[float]:
-    """Per-seed values (seed order) at M_inf (default: the finetuning M)."""
-    m_inf = finetune.num_pauses if m_inf is None else m_inf
+    """Per-seed values (seed order) at M_inf (default: the finetuning M; a range's hi)."""
+    m_inf = finetune.largest if m_inf is None else m_inf
     seeds = self.cells.get((task, pretrain, finetune, m_inf), {})
     return [seeds[s][metric] for s in sorted(seeds) if metric in seeds[s]]
 
-  def finetunes(self, task, pretrain, kind, placement='append') -> list[grid_lib.Finetune]:
-    """Finetuning variants of this kind that have results, by M."""
+  def finetunes(self, task, pretrain, kind, placement='append',
+                random: bool | None = False) -> list[grid_lib.Finetune]:
+    """Finetuning variants of this kind that have results, by M (fixed before ranges).
+
+    `random`: False for a fixed M only, True for M drawn from a range only, None for both.
+    """
     found = {k[2] for k in self.cells if k[0] == task and k[1] == pretrain}
-    return sorted((f for f in found if f.kind == kind and f.placement == placement),
-                  key=lambda f: f.num_pauses)
+    return sorted((f for f in found if f.kind == kind and f.placement == placement
+                   and random in (None, f.random)),
+                  key=lambda f: (f.random, f.num_pauses, f.largest))
+
+  def ranges(self) -> list[grid_lib.Finetune]:
+    """Every appended PauseFT(lo..hi) variant with results, for Table 1's extra columns."""
+    return sorted({k[2] for k in self.cells if k[2].kind == 'pause' and k[2].random
+                   and k[2].placement == 'append'}, key=lambda f: (f.num_pauses, f.largest))
 
   def best(self, task, pretrain, metric) -> grid_lib.Finetune | None:
     """The appended-PauseFT M with the highest mean (the smaller M on ties)."""
@@ -132,7 +144,9 @@ def _label(pretrain: str, kind: str) -> str:
 
 
 def table1(results: Results) -> list[str]:
-  """The paper's Table 1: four variants, PauseFT at the best M of the grid."""
+  """The paper's Table 1: four variants, PauseFT at the best M of the grid; then a column per
+  pretraining and PauseFT(lo..hi) range, at M_inf = hi."""
+  ranges = results.ranges()
   rows = []
   for task in results.tasks:
     for metric in results.metrics(task):
@@ -147,8 +161,20 @@ def table1(results: Results) -> list[str]:
           if kind == 'pause':
             cell += f' (M={finetune.num_pauses})'
         row.append(cell)
+      for finetune in ranges:
+        for pretrain in grid_lib.PRETRAIN_VARIANTS:
+          row.append(format_mean_std(results.values(task, pretrain, finetune, metric),
+                                     seeds=results.seeds))
       rows.append(row)
-  return _table(['Task', 'Metric', *(_label(p, k) for p, k in VARIANTS)], rows)
+  return _table(['Task', 'Metric', *(_label(p, k) for p, k in VARIANTS),
+                 *(f'{grid_lib.LABELS[p]}_{f.label}' for f in ranges
+                   for p in grid_lib.PRETRAIN_VARIANTS)], rows)
+
+
+def _m_ft(finetune: grid_lib.Finetune) -> str:
+  """The finetuning M as the tables print it: '10', or '0..10' for a random M."""
+  return f'{finetune.num_pauses}..{finetune.max_pauses}' if finetune.random else str(
+      finetune.num_pauses)
 
 
 def table_each_m(results: Results) -> list[str]:
@@ -156,8 +182,8 @@ def table_each_m(results: Results) -> list[str]:
   for task in results.tasks:
     for metric in results.metrics(task):
       for pretrain in grid_lib.PRETRAIN_VARIANTS:
-        for finetune in results.finetunes(task, pretrain, 'pause'):
-          rows.append([task, metric, _label(pretrain, 'pause'), str(finetune.num_pauses),
+        for finetune in results.finetunes(task, pretrain, 'pause', random=None):
+          rows.append([task, metric, _label(pretrain, 'pause'), _m_ft(finetune),
                        format_mean_std(results.values(task, pretrain, finetune, metric),
                                        seeds=results.seeds)])
   return _table(['Task', 'Metric', 'Variant', 'M', 'mean ± std'], rows)
@@ -169,9 +195,9 @@ def table_inference(results: Results) -> list[str]:
   for task in results.tasks:
     for metric in results.metrics(task):
       for pretrain in grid_lib.PRETRAIN_VARIANTS:
-        for finetune in results.finetunes(task, pretrain, 'pause'):
+        for finetune in results.finetunes(task, pretrain, 'pause', random=None):
           for m_inf in results.m_infs(task, pretrain, finetune):
-            rows.append([task, metric, _label(pretrain, 'pause'), str(finetune.num_pauses),
+            rows.append([task, metric, _label(pretrain, 'pause'), _m_ft(finetune),
                          str(m_inf), format_mean_std(
                              results.values(task, pretrain, finetune, metric, m_inf),
                              seeds=results.seeds)])
@@ -250,7 +276,7 @@ def _errorbar(ax, xs, cells, **kwargs):
   points = [(x, *mean_std(v)) for x, v in zip(xs, cells) if v]
   if points:
     x, mean, std = zip(*points)
-    ax.errorbar(x, mean, yerr=std, marker='o', capsize=3, **kwargs)
+    ax.errorbar(x, mean, yerr=std, capsize=3, **{'marker': 'o', **kwargs})
 
 
 def plot_num_pauses(results: Results, task: str, metric: str, path: epath.Path) -> bool:
@@ -267,19 +293,22 @@ def plot_num_pauses(results: Results, task: str, metric: str, path: epath.Path) 
 
 
 def plot_inference_pauses(results: Results, task: str, metric: str, path: epath.Path) -> bool:
-  """Figure 4(c) style: PauseFT models at other inference-time M; StdPT_StdFT dashed."""
+  """Figure 4(c) style: one line per finetuning scheme (PauseFT at each M, PauseFT(lo..hi),
+  squares) against the inference-time M; StdPT_StdFT dashed."""
   fig, ax = plt.subplots(figsize=(7, 3.5))
   drawn = False
   for pretrain in grid_lib.PRETRAIN_VARIANTS:
-    for i, finetune in enumerate(results.finetunes(task, pretrain, 'pause')):
+    for i, finetune in enumerate(results.finetunes(task, pretrain, 'pause', random=None)):
       m_infs = results.m_infs(task, pretrain, finetune)
       if len(m_infs) < 2:
         continue
       drawn = True
+      style = dict(linestyle='-', marker='s') if finetune.random else dict(
+          linestyle=('-', '--', ':', '-.')[i % 4], marker='o')
       _errorbar(ax, m_infs, [results.values(task, pretrain, finetune, metric, m)
                              for m in m_infs],
-                color=_COLORS[pretrain], linestyle=('-', '--', ':', '-.')[i % 4],
-                label=f'{_label(pretrain, "pause")} M_ft={finetune.num_pauses}')
+                color=_COLORS[pretrain], label=f'{grid_lib.LABELS[pretrain]}_{finetune.label}'
+                + ('' if finetune.random else f' M_ft={finetune.num_pauses}'), **style)
   baseline = results.values(task, 'stdpt', grid_lib.Finetune('std', 0), metric)
   if baseline:
     ax.axhline(mean_std(baseline)[0], color='gray', linestyle='--', label='StdPT_StdFT')

@@ -150,7 +150,32 @@ def pairs_example(split: str, index: int) -> dict[str, str]:
           "targets": str(pairs)}
 
 
-QA_EXAMPLES = {"qa": qa_example, "count": count_example, "pairs": pairs_example}
+# Learnable in a toy grid's budget: the answer is one token copied from the prefix, found by
+# one comparison per listed letter (first) or by matching one key (lookup), the kind of
+# in-context selection a 4-layer model picks up in a few hundred finetuning steps.
+
+
+def first_example(split: str, index: int) -> dict[str, str]:
+  """Which of five distinct letters comes first in the alphabet."""
+  rng = _rng(split, index, stream=7)
+  letters = [_LETTERS[i] for i in rng.choice(len(_LETTERS), size=5, replace=False)]
+  return {"inputs": f"letters {_join(letters)} . which comes first ?",
+          "targets": min(letters)}
+
+
+def lookup_example(split: str, index: int) -> dict[str, str]:
+  """The digit paired with one of 4-6 distinct letter keys."""
+  rng = _rng(split, index, stream=9)
+  size = int(rng.integers(4, 7))
+  keys = [_LETTERS[i] for i in rng.choice(len(_LETTERS), size=size, replace=False)]
+  values = [int(x) for x in rng.integers(0, 10, size=size)]
+  asked = int(rng.integers(size))
+  pairs = " , ".join(f"{k} {v}" for k, v in zip(keys, values))
+  return {"inputs": f"pairs {pairs} . what is {keys[asked]} ?", "targets": str(values[asked])}
+
+
+QA_EXAMPLES = {"qa": qa_example, "count": count_example, "pairs": pairs_example,
+               "first": first_example, "lookup": lookup_example}
 
 
 def choice_example(split: str, index: int) -> dict:

@@ -7,18 +7,20 @@ A downstream task is declared once as a *base* (source, text preprocessors givin
   {base}_pause{M}                 M pauses appended to the prefix (PauseFT, Section 3.1)
   {base}_pause{M}_prepend         M pauses before the prefix (Section 5.3)
   {base}_filler{M}                M copies of '.' appended (Lanham et al. baseline, Section 4.3)
+  {base}_pause{lo}to{hi}          M drawn uniformly from lo..hi per example (delay-robust
+                                  PauseFT; also _prepend and filler{lo}to{hi})
   ..._eval                        scoring tasks only: every candidate, for rank classification
 
 A variant is registered with seqio on its first request (`pause_lm.data.get_task`, or gin's
 `TASK = @finetune_task()`), so a base's vocabulary and data dirs can be set in gin files that
 are parsed after this module is imported. `{base}_std`, `_pause10` and `_pause50` (the paper's
-M) are listed up front; any other M, placement or filler works the same way.
+M) are listed up front; any other M, range, placement or filler works the same way. Names
+are parsed and formatted by `pause_lm.variants`.
 Features: prefix-LM ("inputs" bidirectional, pauses included; loss on "targets" only).
 """
 
 import dataclasses
 import functools
-import re
 from typing import Callable, Sequence
 
 import gin
@@ -30,6 +32,7 @@ import tensorflow as tf
 
 from pause_lm import preprocessors
 from pause_lm import synthetic
+from pause_lm import variants
 from pause_lm import vocab as vocab_lib
 from pause_lm.tasks import registry
 
@@ -63,12 +66,8 @@ _SCORING: set[str] = set()
 
 
 def variant_name(base: str, num_pauses: int, placement: str = "append",
-                 filler: str | int | None = None) -> str:
-  if num_pauses == 0:
-    return f"{base}_std"
-  kind = "pause" if filler is None else "filler"
-  suffix = "" if placement == "append" else f"_{placement}"
-  return f"{base}_{kind}{num_pauses}{suffix}"
+                 filler: str | int | None = None, max_pauses: int | None = None) -> str:
+  return variants.Variant.make(num_pauses, placement, filler, max_pauses).task(base)
 
 
 def declare_downstream_task(name: str, make_base: Callable[[], DownstreamBase],
@@ -109,11 +108,13 @@ def _base(name: str) -> DownstreamBase:
   return _BASES[name]
 
 
-def _add(name: str, spec: DownstreamBase, text_preprocessors, num_pauses, placement, filler):
+def _add(name: str, spec: DownstreamBase, text_preprocessors, num_pauses, placement, filler,
+         max_pauses):
   steps = list(text_preprocessors) + [seqio.preprocessors.tokenize]
-  if num_pauses:
+  if num_pauses or max_pauses is not None:
     steps.append(preprocessors.with_args(
-        preprocessors.append_pauses, num_pauses=num_pauses, placement=placement, filler=filler))
+        preprocessors.append_pauses, num_pauses=num_pauses, placement=placement, filler=filler,
+        max_pauses=max_pauses))
   steps.append(seqio.preprocessors.append_eos_after_trim)
   seqio.TaskRegistry.add(
       name,
@@ -127,23 +128,29 @@ def _add(name: str, spec: DownstreamBase, text_preprocessors, num_pauses, placem
 
 
 def register_pause_variant(base: str, num_pauses: int, placement: str = "append",
-                           filler: str | int | None = None) -> str:
-  """Registers (once) and returns the name of one variant of a declared base task."""
+                           filler: str | int | None = None, max_pauses: int | None = None) -> str:
+  """Registers (once) and returns the name of one variant of a declared base task.
+
+  With `max_pauses`, every example gets M drawn uniformly from num_pauses..max_pauses.
+  """
   spec = _base(base)
-  name = variant_name(base, num_pauses, placement, filler)
+  name = variant_name(base, num_pauses, placement, filler, max_pauses)
   if name not in seqio.TaskRegistry.names():
-    _add(name, spec, spec.text_preprocessors, num_pauses, placement, filler)
+    delay = dict(num_pauses=num_pauses, placement=placement, filler=filler,
+                 max_pauses=max_pauses)
+    _add(name, spec, spec.text_preprocessors, **delay)
     if spec.scoring:
-      _add(name + EVAL_SUFFIX, spec, spec.eval_text_preprocessors, num_pauses, placement, filler)
+      _add(name + EVAL_SUFFIX, spec, spec.eval_text_preprocessors, **delay)
       _SCORING.add(name + EVAL_SUFFIX)
   return name
 
 
 @gin.configurable
 def finetune_task(base: str = gin.REQUIRED, num_pauses: int = 0, placement: str = "append",
-                  filler: str | int | None = None) -> str:
-  """Gin's way to ask for a variant: `TASK = @finetune_task()` with base/M/placement/filler."""
-  return register_pause_variant(base, num_pauses, placement, filler)
+                  filler: str | int | None = None, max_pauses: int | None = None) -> str:
+  """Gin's way to ask for a variant: `TASK = @finetune_task()` with base/M/placement/filler
+  (and max_pauses for M drawn from num_pauses..max_pauses per example)."""
+  return register_pause_variant(base, num_pauses, placement, filler, max_pauses)
 
 
 def eval_task_name(task_name: str) -> str:
@@ -162,18 +169,16 @@ def target_length(task_name: str) -> int | None:
   return _TARGET_LENGTHS.get(task_name)
 
 
-_VARIANT = re.compile(r"^(?P<base>.+?)_(?:std|(?P<kind>pause|filler)(?P<m>\d+)"
-                      r"(?:_(?P<placement>prepend|append))?)(?P<eval>_eval)?$")
-
-
 def _resolve_variant(name: str) -> bool:
-  """Registers a variant from its name alone, e.g. `squad_pause5_prepend`, `gsm8k_filler10`."""
-  match = _VARIANT.match(name)
-  if not match or match["base"] not in _DECLARED:
+  """Registers a variant from its name alone, e.g. `squad_pause5_prepend`, `gsm8k_filler10`,
+  `squad_pause0to10`."""
+  parsed = variants.parse_task(name.removesuffix(EVAL_SUFFIX))
+  if parsed is None or parsed[0] not in _DECLARED:
     return False
-  filler = DEFAULT_FILLER if match["kind"] == "filler" else None
-  register_pause_variant(match["base"], int(match["m"] or 0), match["placement"] or "append",
-                         filler)
+  base, variant = parsed
+  filler = DEFAULT_FILLER if variant.kind == "filler" else None
+  register_pause_variant(base, variant.num_pauses, variant.placement, filler,
+                         variant.max_pauses)
   return True
 
 
@@ -202,8 +207,8 @@ def rank_accuracy(targets, scores):
 
 
 def _register_synthetic():
-  """Offline downstream tasks: decoding (`synthetic_qa`, `_count`, `_pairs`), scoring
-  (`synthetic_choice`)."""
+  """Offline downstream tasks: decoding (`synthetic_qa`, `_count`, `_pairs`, `_first`,
+  `_lookup`), scoring (`synthetic_choice`)."""
   splits = dict(splits=tuple(synthetic.NUM_DOCUMENTS),
                 num_input_examples=dict(synthetic.NUM_DOCUMENTS))
   vocabulary = vocab_lib.synthetic_vocabulary()
@@ -211,7 +216,7 @@ def _register_synthetic():
       "synthetic_qa", seqio.FunctionDataSource(synthetic.qa_dataset, **splits),
       text_preprocessors=[], vocabulary=vocabulary, target_length=8,
       metric_fns=[t5_metrics.accuracy], postprocess_fn=_strip)
-  for kind in ("count", "pairs"):
+  for kind in ("count", "pairs", "first", "lookup"):
     register_downstream_task(
         f"synthetic_{kind}",
         seqio.FunctionDataSource(functools.partial(synthetic.qa_dataset, kind=kind), **splits),

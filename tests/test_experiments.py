@@ -76,7 +76,7 @@ def test_expand_ablations_and_pretrained_checkpoints():
 
 def test_folder_names_round_trip():
   for finetune in (Finetune('std', 0), Finetune('pause', 10), Finetune('pause', 5, 'prepend'),
-                   Finetune('filler', 50)):
+                   Finetune('filler', 50), Finetune('pause', 0, max_pauses=10)):
     assert grid_lib.parse_finetune(finetune.name) == finetune
   key = grid_lib.parse_eval_path(
       'runs/x/finetune/squad_v2/pausept_pauseft10/seed3/eval/minf0/metrics.json')
@@ -84,6 +84,28 @@ def test_folder_names_round_trip():
   assert key.label == 'PausePT_PauseFT'
   assert grid_lib.parse_eval_path('runs/x/finetune/squad/pausept_pauseft10/seed3/'
                                   'eval/step_100/metrics.json') is None
+  key = grid_lib.parse_eval_path('x/finetune/t/stdpt_pauseft0to10/seed0/eval/minf2/metrics.json')
+  assert key.finetune == Finetune('pause', 0, max_pauses=10) and key.m_inf == 2
+  assert key.label == 'StdPT_PauseFT(0..10)'
+
+
+def test_expand_random_m_variants():
+  runs = grid_lib.expand(_grid(tasks=['squad'], num_pauses=[10], random_pauses=[[0, 10]],
+                               num_seeds=2))
+  names = [r.name for r in runs]
+  # 2 pretraining x (StdFT, PauseFT10, PauseFT(0..10)) x 2 seeds.
+  assert len(runs) == 2 + 2 * 3 * 2
+  run = next(r for r in runs if r.name == 'finetune/squad/pausept_pauseft0to10/seed1')
+  assert dict(run.train.bindings)['TASK'] == "'squad_pause0to10'"
+  assert run.depends_on == 'pretrain/pausept'
+  # Evaluated at its largest M first, then the sweep; always the same task, at a fixed M.
+  assert [dict(c.bindings)['NUM_INFERENCE_PAUSES'] for c in run.evals] == ['10', '0', '5']
+  assert {dict(c.bindings)['TASK'] for c in run.evals} == {"'squad_pause0to10'"}
+  assert run.evals[1].output_dir.endswith('pausept_pauseft0to10/seed1/eval/minf0')
+  assert 'finetune/squad/stdpt_pauseft0to10/seed0' in names
+  for bad in ([[5, 5]], [[3]], [[-1, 4]]):
+    with pytest.raises(ValueError, match='random_pauses'):
+      _grid(random_pauses=bad)
 
 
 def test_grid_rejects_bad_settings():
@@ -135,6 +157,28 @@ def test_report_picks_best_m_and_draws_figures(tmp_path):
   assert (tmp_path / 'figures/task_accuracy_num_pauses.png').exists()
   assert (tmp_path / 'figures/task_accuracy_inference_pauses.png').exists()
   assert '## Empty answers' not in text  # No predictions files, nothing to say.
+
+
+def test_report_shows_random_m_next_to_fixed_m(tmp_path):
+  values = {'stdpt_stdft': {0: [40, 42]},
+            'stdpt_pauseft10': {10: [50, 54], 0: [10, 12]},
+            'stdpt_pauseft0to10': {10: [60, 60], 0: [44, 46]},
+            'pausept_pauseft0to10': {10: [70, 72], 0: [30, 30]}}
+  for run, by_m_inf in values.items():
+    for m_inf, seeds in by_m_inf.items():
+      for seed, value in enumerate(seeds):
+        _write_metrics(tmp_path, f'task/{run}/seed{seed}', m_inf, value)
+  text = report.write_report(tmp_path).read_text()
+  header = next(line for line in text.splitlines() if line.startswith('| Task | Metric | StdPT'))
+  assert header.endswith('| PausePT_PauseFT | StdPT_PauseFT(0..10) | PausePT_PauseFT(0..10) |')
+  table1 = next(line for line in text.splitlines() if line.startswith('| task | accuracy'))
+  # Best fixed M is 10 (the only one); the range's columns are at M_inf = hi.
+  assert table1 == ('| task | accuracy | 41.0 ± 1.4 | 52.0 ± 2.8 (M=10) | – | – | '
+                    '60.0 ± 0.0 | 71.0 ± 1.4 |')
+  assert '| task | accuracy | StdPT_PauseFT | 0..10 | 0 | 45.0 ± 1.4 |' in text
+  assert '| task | accuracy | StdPT_PauseFT | 10 | 0 | 11.0 ± 1.4 |' in text
+  assert '| task | accuracy | PausePT_PauseFT | 0..10 | 71.0 ± 1.4 |' in text
+  assert (tmp_path / 'figures/task_accuracy_inference_pauses.png').exists()
 
 
 def test_report_counts_empty_answers(tmp_path):

@@ -132,3 +132,59 @@ def test_truncation_cuts_the_prefix_never_the_pauses():
 def test_too_many_pauses_for_the_length_is_an_error():
   with pytest.raises(ValueError, match="no room for the prefix"):
     _append([5], 8, length=8)
+
+
+def _random_m(prefixes, lo, hi, seed, length=None, **kwargs):
+  """Appends lo..hi pauses per example under seqio seed `seed`; (inputs, cut) per example."""
+  ds = tf.data.Dataset.from_tensor_slices(tf.ragged.constant(prefixes, tf.int32)).map(
+      lambda p: {"inputs": p, "targets": tf.constant([7, 7], tf.int32)})
+  lengths = None if length is None else {"inputs": length, "targets": 4}
+  with seqio.utils.map_seed_manager(seed):
+    out = preprocessors.append_pauses(ds, lengths, FEATURES, lo, max_pauses=hi, **kwargs)
+  return [(ex["inputs"].tolist(), int(ex[preprocessors.TRUNCATED_KEY]))
+          for ex in out.as_numpy_iterator()]
+
+
+def test_random_m_is_uniform_over_lo_to_hi_inclusive():
+  lo, hi, n = 2, 9, 4000
+  out = _random_m([[5, 6, 7]] * n, lo, hi, seed=3)
+  counts = collections.Counter(inputs.count(PAUSE) for inputs, _ in out)
+  assert sorted(counts) == list(range(lo, hi + 1))  # Both ends are drawn, nothing outside.
+  # Chi-square against uniform over the 8 values (fixed seed: deterministic, not flaky);
+  # an off-by-one range (hi never drawn, or lo - 1 drawn) fails both checks above.
+  observed = [counts[m] for m in range(lo, hi + 1)]
+  assert scipy.stats.chisquare(observed).pvalue > 1e-3
+  assert all(abs(c - n / 8) < 5 * (n / 8) ** 0.5 for c in observed)
+  # The pauses stay after the untouched prefix.
+  assert all(inputs[:3] == [5, 6, 7] and set(inputs[3:]) <= {PAUSE} for inputs, _ in out)
+
+
+def test_random_m_is_deterministic_per_seed_and_per_example():
+  prefixes = [[5, 6, 7]] * 200
+  a, b, c = (_random_m(prefixes, 0, 10, seed) for seed in (1, 1, 2))
+  assert a == b and a != c
+  # Examples draw independently: not one M for the whole dataset.
+  assert len({inputs.count(PAUSE) for inputs, _ in a}) == 11
+
+
+@pytest.mark.parametrize("placement", ["append", "prepend"])
+def test_random_m_example_is_the_fixed_m_example_of_its_draw(placement):
+  # Prefixes of 3-10 tokens in 12 slots, M from 0..8: the cut makes room for the M drawn.
+  prefixes = [list(range(10, 10 + k)) for k in range(3, 11)] * 25
+  out = _random_m(prefixes, 0, 8, seed=5, length=12, placement=placement)
+  cuts = 0
+  for prefix, (inputs, cut) in zip(prefixes, out):
+    m = inputs.count(PAUSE)
+    assert (inputs, cut) == _append(prefix, m, length=12, placement=placement)
+    cuts += cut > 0
+  assert 0 < cuts < len(prefixes)  # Some long prefixes met a large M, some did not.
+
+
+def test_random_m_with_filler_and_bad_ranges():
+  dot = BASE.encode(".")[0]
+  for inputs, _ in _random_m([[5, 6]] * 20, 1, 3, seed=1, filler="."):
+    assert inputs[:2] == [5, 6] and 1 <= len(inputs) - 2 <= 3 and set(inputs[2:]) == {dot}
+  with pytest.raises(ValueError, match="must exceed num_pauses"):
+    _random_m([[5]], 4, 4, seed=1)
+  with pytest.raises(ValueError, match="no room for the prefix"):
+    _random_m([[5]], 0, 8, seed=1, length=8)
