@@ -268,3 +268,26 @@ def test_run_refuses_to_start_before_its_pretraining(tmp_path):
                                [f"EXPERIMENT_DIR = '{tmp_path}'"])
   with pytest.raises(RuntimeError, match='pretrain/stdpt, which is not finished'):
     experiments.run_grid(grid, only='stdpt_stdft/seed0$')
+
+
+def test_random_m_finetune_then_evaluate_at_zero_and_hi(tmp_path):
+  grid = experiments.load_grid(
+      ['gin/experiments/tiny_test.gin'],
+      [f"EXPERIMENT_DIR = '{tmp_path}'", 'Grid.num_pauses = []',
+       'Grid.random_pauses = [[0, 3]]', 'Grid.num_seeds = 1'])
+  run = f'{tmp_path}/finetune/synthetic_qa/stdpt_pauseft0to3/seed0'
+  executed = experiments.run_grid(grid, only=r'^pretrain/stdpt$|stdpt_pauseft0to3')
+  assert executed == [f'{tmp_path}/pretrain/stdpt', run, f'{run}/eval/minf3',
+                      f'{run}/eval/minf0']
+  assert "TASK = 'synthetic_qa_pause0to3'" in epath.Path(run, 'config.gin').read_text()
+  for m_inf, task in ((3, 'synthetic_qa_pause3'), (0, 'synthetic_qa_std')):
+    folder = epath.Path(run, 'eval', f'minf{m_inf}')
+    metrics = json.loads((folder / grid_lib.METRICS_FILE).read_text())
+    assert metrics['task'] == task and metrics['num_inference_pauses'] == m_inf
+    assert metrics['finetuned_on'] == 'synthetic_qa_pause0to3'
+    records = [json.loads(line) for line in
+               (folder / grid_lib.PREDICTIONS_FILE).read_text().splitlines()]
+    assert len(records) == 8 and all(r['prefix'].count('<pause>') == m_inf for r in records)
+  text = report.write_report(tmp_path).read_text()
+  assert '| StdPT_PauseFT(0..3) | PausePT_PauseFT(0..3) |' in text
+  assert '| synthetic_qa | accuracy | StdPT_PauseFT | 0..3 | 0 |' in text

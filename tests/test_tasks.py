@@ -101,6 +101,41 @@ def test_single_digit_tasks_answer_their_question(kind):
     assert vocabulary.decode(tokens[weights > 0].tolist()) == _answer(prefix_text)
 
 
+def _selection_answer(inputs: str) -> str:
+  """The answer of a first-letter or lookup question, recomputed from its text alone."""
+  if inputs.startswith("letters "):
+    letters_text, question = inputs.removeprefix("letters ").split(" . ")
+    assert question == "which comes first ?"
+    return min(letters_text.split(), key="abcdefghijklmnopqrstuvwxyz".index)
+  pairs_text, question = inputs.removeprefix("pairs ").split(" . ")
+  key = question.removeprefix("what is ").removesuffix(" ?")
+  table = dict(pair.split() for pair in pairs_text.split(" , "))
+  return table[key]
+
+
+@pytest.mark.parametrize("kind", ["first", "lookup"])
+def test_selection_tasks_answer_their_question_with_random_m(kind):
+  answers = set()
+  for i in range(300):
+    example = synthetic.QA_EXAMPLES[kind]("validation", i)
+    assert example["targets"] == _selection_answer(example["inputs"])
+    answers.add(example["targets"])
+  assert len(answers) >= 10  # Not a constant: a model has to read the list.
+  # M from 0..6 per row, registered from the name alone; each answer still its prefix's.
+  task = f"synthetic_{kind}_pause0to6"
+  info = data.task_info(task)
+  vocabulary = data.get_task(task).output_features["targets"].vocabulary
+  batch = _batch(task, length=64, batch_size=32, split="validation")
+  counts = []
+  for tokens, weights in zip(batch["decoder_target_tokens"], batch["decoder_loss_weights"]):
+    prefix = tokens[:np.argmax(weights)]
+    counts.append(int((prefix == info.pause_id).sum()))
+    assert (prefix[len(prefix) - counts[-1]:] == info.pause_id).all()  # Appended.
+    prefix_text = vocabulary.decode(prefix[prefix != info.pause_id].tolist())
+    assert vocabulary.decode(tokens[weights > 0].tolist()) == _selection_answer(prefix_text)
+  assert set(counts) <= set(range(7)) and len(set(counts)) >= 4
+
+
 def test_skills_corpus_is_answered_exercises_unlike_the_downstream_ones():
   downstream = {synthetic.QA_EXAMPLES[kind]("validation", i)["inputs"]
                 for kind in ("count", "pairs") for i in range(2000)}
