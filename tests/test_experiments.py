@@ -206,7 +206,7 @@ def test_print_commands_command_line():
       capture_output=True, text=True, check=True, cwd=grid_lib.__file__.rsplit('/', 2)[0])
   lines = output.stdout.splitlines()
   assert lines[0].startswith('# pretraining: 2 runs')
-  assert "--gin.TASK='synthetic_skills_pause_pretrain'" in shlex.split(lines[2])
+  assert "--gin.TASK='synthetic_pause_pretrain'" in shlex.split(lines[2])
   assert re.search(r"--gin.MODEL_DIR='/.*/runs/toy/pretrain/pausept'", lines[2])
 
 

@@ -50,3 +50,15 @@ def test_other_names_and_bad_ranges():
     variants.parse_folder('pauseft')
   with pytest.raises(ValueError, match='no pauses'):
     Variant('std', 3)
+
+
+def test_random_m_tasks_are_evaluated_at_one_fixed_m():
+  from pause_lm import evaluation  # pylint: disable=g-import-not-at-top
+  # Unset M_inf: the range's largest M; set: that M, same placement and filler.
+  assert evaluation.inference_task('synthetic_qa_pause0to10') == 'synthetic_qa_pause10'
+  assert evaluation.inference_task('synthetic_qa_pause0to10', 0) == 'synthetic_qa_std'
+  assert (evaluation.inference_task('synthetic_qa_pause2to6_prepend', 3) ==
+          'synthetic_qa_pause3_prepend')
+  assert evaluation.inference_task('synthetic_qa_filler1to4', 2) == 'synthetic_qa_filler2'
+  assert (evaluation.inference_task('synthetic_choice_pause0to4_eval') ==
+          'synthetic_choice_pause4_eval')
