@@ -83,8 +83,9 @@ def inference_task(task: str, num_inference_pauses: int | None = None) -> str:
   """
   data_lib.get_task(task)  # Fails with near names and how to register one.
   name = task.removesuffix(downstream.EVAL_SUFFIX)
-  if num_inference_pauses is None and getattr(parse_variant(name), 'random', False):
-    num_inference_pauses = parse_variant(name).num_pauses
+  own = parse_variant(name)
+  if num_inference_pauses is None and own is not None and own.random:
+    num_inference_pauses = own.num_pauses  # Its largest M: evaluation is at one fixed M.
   if num_inference_pauses is not None:
     variant = parse_variant(name)
     if variant is None:

@@ -62,3 +62,14 @@ def test_random_m_tasks_are_evaluated_at_one_fixed_m():
   assert evaluation.inference_task('synthetic_qa_filler1to4', 2) == 'synthetic_qa_filler2'
   assert (evaluation.inference_task('synthetic_choice_pause0to4_eval') ==
           'synthetic_choice_pause4_eval')
+
+
+def test_finetune_task_registers_a_random_m_variant():
+  import seqio  # pylint: disable=g-import-not-at-top
+  from pause_lm.tasks import downstream  # pylint: disable=g-import-not-at-top
+  name = downstream.finetune_task('synthetic_first', num_pauses=1, placement='prepend',
+                                  max_pauses=4)
+  assert name == 'synthetic_first_pause1to4_prepend' and name in seqio.TaskRegistry.names()
+  steps = [p.keywords for p in seqio.get_mixture_or_task(name).preprocessors
+           if getattr(p, 'keywords', None)]
+  assert {'num_pauses': 1, 'placement': 'prepend', 'filler': None, 'max_pauses': 4} in steps
