@@ -150,9 +150,9 @@ def pairs_example(split: str, index: int) -> dict[str, str]:
           "targets": str(pairs)}
 
 
-# Learnable in a toy grid's budget: the answer is one token copied from the prefix, found by
-# one comparison per listed letter (first) or by matching one key (lookup), the kind of
-# in-context selection a 4-layer model picks up in a few hundred finetuning steps.
+# Selection tasks: the answer is one token copied from the prefix, found by one comparison per
+# listed letter (first), by comparing every pair of letters (repeated) or by matching one key
+# (lookup). docs/results/toy/README.md has which ones the tiny model learns in a toy budget.
 
 
 def first_example(split: str, index: int) -> dict[str, str]:
@@ -161,6 +161,16 @@ def first_example(split: str, index: int) -> dict[str, str]:
   letters = [_LETTERS[i] for i in rng.choice(len(_LETTERS), size=5, replace=False)]
   return {"inputs": f"letters {_join(letters)} . which comes first ?",
           "targets": min(letters)}
+
+
+def repeated_example(split: str, index: int) -> dict[str, str]:
+  """Which letter appears twice among six (five distinct, one of them repeated)."""
+  rng = _rng(split, index, stream=10)
+  letters = [_LETTERS[i] for i in rng.choice(len(_LETTERS), size=5, replace=False)]
+  twice = letters[int(rng.integers(5))]
+  letters = [letters[i] for i in rng.permutation(5)]
+  letters.insert(int(rng.integers(6)), twice)
+  return {"inputs": f"letters {_join(letters)} . which appears twice ?", "targets": twice}
 
 
 def lookup_example(split: str, index: int) -> dict[str, str]:
@@ -175,7 +185,8 @@ def lookup_example(split: str, index: int) -> dict[str, str]:
 
 
 QA_EXAMPLES = {"qa": qa_example, "count": count_example, "pairs": pairs_example,
-               "first": first_example, "lookup": lookup_example}
+               "first": first_example, "repeated": repeated_example,
+               "lookup": lookup_example}
 
 
 def choice_example(split: str, index: int) -> dict:

@@ -208,7 +208,7 @@ def rank_accuracy(targets, scores):
 
 def _register_synthetic():
   """Offline downstream tasks: decoding (`synthetic_qa`, `_count`, `_pairs`, `_first`,
-  `_lookup`), scoring (`synthetic_choice`)."""
+  `_repeated`, `_lookup`), scoring (`synthetic_choice`)."""
   splits = dict(splits=tuple(synthetic.NUM_DOCUMENTS),
                 num_input_examples=dict(synthetic.NUM_DOCUMENTS))
   vocabulary = vocab_lib.synthetic_vocabulary()
@@ -216,7 +216,7 @@ def _register_synthetic():
       "synthetic_qa", seqio.FunctionDataSource(synthetic.qa_dataset, **splits),
       text_preprocessors=[], vocabulary=vocabulary, target_length=8,
       metric_fns=[t5_metrics.accuracy], postprocess_fn=_strip)
-  for kind in ("count", "pairs", "first", "lookup"):
+  for kind in ("count", "pairs", "first", "repeated", "lookup"):
     register_downstream_task(
         f"synthetic_{kind}",
         seqio.FunctionDataSource(functools.partial(synthetic.qa_dataset, kind=kind), **splits),

@@ -102,18 +102,23 @@ def test_single_digit_tasks_answer_their_question(kind):
 
 
 def _selection_answer(inputs: str) -> str:
-  """The answer of a first-letter or lookup question, recomputed from its text alone."""
+  """The answer of a first-letter, repeated-letter or lookup question, from its text alone."""
   if inputs.startswith("letters "):
     letters_text, question = inputs.removeprefix("letters ").split(" . ")
-    assert question == "which comes first ?"
-    return min(letters_text.split(), key="abcdefghijklmnopqrstuvwxyz".index)
+    letters = letters_text.split()
+    if question == "which appears twice ?":
+      twice = [x for x in letters if letters.count(x) == 2]
+      assert len(letters) == 6 and len(twice) == 2 and len(set(letters)) == 5
+      return twice[0]
+    assert question == "which comes first ?" and len(set(letters)) == 5
+    return min(letters, key="abcdefghijklmnopqrstuvwxyz".index)
   pairs_text, question = inputs.removeprefix("pairs ").split(" . ")
   key = question.removeprefix("what is ").removesuffix(" ?")
   table = dict(pair.split() for pair in pairs_text.split(" , "))
   return table[key]
 
 
-@pytest.mark.parametrize("kind", ["first", "lookup"])
+@pytest.mark.parametrize("kind", ["first", "repeated", "lookup"])
 def test_selection_tasks_answer_their_question_with_random_m(kind):
   answers = set()
   for i in range(300):
