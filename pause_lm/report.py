@@ -293,8 +293,8 @@ def plot_num_pauses(results: Results, task: str, metric: str, path: epath.Path) 
 
 
 def plot_inference_pauses(results: Results, task: str, metric: str, path: epath.Path) -> bool:
-  """Figure 4(c) style: one line per finetuning scheme (PauseFT at each M, PauseFT(lo..hi),
-  squares) against the inference-time M; StdPT_StdFT dashed."""
+  """Figure 4(c) style: one line per finetuning scheme (PauseFT at each M; PauseFT(lo..hi)
+  thick, dotted, squares) against the inference-time M; StdPT_StdFT dashed."""
   fig, ax = plt.subplots(figsize=(7, 3.5))
   drawn = False
   for pretrain in grid_lib.PRETRAIN_VARIANTS:
@@ -303,7 +303,7 @@ def plot_inference_pauses(results: Results, task: str, metric: str, path: epath.
       if len(m_infs) < 2:
         continue
       drawn = True
-      style = dict(linestyle='-', marker='s') if finetune.random else dict(
+      style = dict(linestyle=(0, (1, 1)), linewidth=2.5, marker='s') if finetune.random else dict(
           linestyle=('-', '--', ':', '-.')[i % 4], marker='o')
       _errorbar(ax, m_infs, [results.values(task, pretrain, finetune, metric, m)
                              for m in m_infs],
