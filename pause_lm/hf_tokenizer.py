@@ -125,6 +125,12 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     self._tokenizer_size = tokenizer.get_vocab_size(with_added_tokens=True)
     self._vocab_size = vocab_size or max(self._tokenizer_size,
                                          model_config.get('vocab_size') or 0)
+    if 0 < (model_config.get('vocab_size') or 0) < self._tokenizer_size and not vocab_size:
+      logging.warning(
+          "%s: config.json's vocab_size (%d) is smaller than the tokenizer (%d tokens); the "
+          'pause id is %d, and ids from %d on have no row in that model.', self._tokenizer_file,
+          model_config['vocab_size'], self._tokenizer_size, self._vocab_size,
+          model_config['vocab_size'])
     if self._vocab_size < self._tokenizer_size:
       raise ValueError(f'vocab_size={self._vocab_size} is smaller than the tokenizer '
                        f'({self._tokenizer_size} tokens); the pause id would collide with one.')

@@ -65,7 +65,12 @@ def test_special_ids_and_size_from_the_config_files(vocabulary, tmp_path):
   bare = hf_tokenizer.HfTokenizerVocabulary(str(tmp_path))
   assert (bare.vocab_size, bare.eos_id, bare.bos_id) == (512, 2, 0)
   assert bare.pad_id == hf_tokenizer.NO_PAD_ID  # no pad token and EOS cannot stand in
-  assert hf_tokenizer.hf_vocabulary(str(tmp_path)).pause_id == 512
+  with_pause = hf_tokenizer.hf_vocabulary(str(tmp_path))
+  assert with_pause.pause_id == 512
+  # Pauses and what follows EOS become pad_id (-1) inside decode_tf, and are skipped.
+  ids = ENCODINGS[1]['ids']
+  ids_tf = tf.constant([ids[:3] + [512] + ids[3:] + [2] + ids[:2]])
+  assert with_pause.decode_tf(ids_tf).numpy().tolist() == [ENCODINGS[1]['text'].encode()]
   override = hf_tokenizer.HfTokenizerVocabulary(str(tmp_path / 'tokenizer.json'),
                                                 eos_token='</s>', vocab_size=448)
   assert (override.eos_id, override.vocab_size) == (1, 448)
@@ -158,3 +163,12 @@ def test_warns_when_id_0_is_a_text_token(tmp_path, caplog):
   with caplog.at_level('WARNING'):
     hf_tokenizer.HfTokenizerVocabulary(TOKENIZER_DIR)  # id 0 is the special <s>
   assert 'Token id 0' not in caplog.text
+
+
+def test_warns_when_the_model_has_fewer_rows_than_the_tokenizer(tmp_path, caplog):
+  shutil.copy(os.path.join(TOKENIZER_DIR, 'tokenizer.json'), tmp_path)
+  (tmp_path / 'config.json').write_text(json.dumps({'vocab_size': 300}))
+  with caplog.at_level('WARNING'):
+    vocabulary = hf_tokenizer.HfTokenizerVocabulary(str(tmp_path))
+  assert vocabulary.vocab_size == 400
+  assert 'vocab_size (300) is smaller than the tokenizer (400 tokens)' in caplog.text
