@@ -134,12 +134,6 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     if self._vocab_size < self._tokenizer_size:
       raise ValueError(f'vocab_size={self._vocab_size} is smaller than the tokenizer '
                        f'({self._tokenizer_size} tokens); the pause id would collide with one.')
-    zero = tokenizer.id_to_token(0)
-    if zero is not None and zero not in {t.content for t in
-                                         tokenizer.get_added_tokens_decoder().values()}:
-      logging.warning(
-          'Token id 0 of %s is the text token %r. seqio pads with 0 and gives padding no loss, '
-          'so targets equal to %r get no loss weight.', self._tokenizer_file, zero, zero)
     super().__init__(extra_ids=0)
 
   def _special_id(self, tokenizer, kind: str, override: str | None,

@@ -10,9 +10,6 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
-import tokenizers
-from tokenizers import models
-from tokenizers import pre_tokenizers
 
 from pause_lm import hf_tokenizer
 from pause_lm import vocab as vocab_lib
@@ -146,23 +143,6 @@ def test_in_a_seqio_task_whose_iterator_checkpoints(tmp_path):
   restored = dataset_iterator.TfDatasetIterator(ds, checkpoint=True)
   restored.restore(tmp_path / 'data')
   np.testing.assert_array_equal(next(restored)['targets'], expected)
-
-
-def test_warns_when_id_0_is_a_text_token(tmp_path, caplog):
-  """seqio's padding id 0 gets no loss: a tokenizer whose id 0 is text must say so."""
-  words = ['!', 'the', 'model', '</s>']
-  tokenizer = tokenizers.Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)},
-                                                    unk_token='!'))
-  tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-  tokenizer.save(str(tmp_path / 'tokenizer.json'))
-  with caplog.at_level('WARNING'):
-    vocabulary = hf_tokenizer.HfTokenizerVocabulary(str(tmp_path))
-  assert vocabulary.encode('the model !') == [1, 2, 0] and vocabulary.eos_id == 3
-  assert "Token id 0 of" in caplog.text and "'!'" in caplog.text
-  caplog.clear()
-  with caplog.at_level('WARNING'):
-    hf_tokenizer.HfTokenizerVocabulary(TOKENIZER_DIR)  # id 0 is the special <s>
-  assert 'Token id 0' not in caplog.text
 
 
 def test_warns_when_the_model_has_fewer_rows_than_the_tokenizer(tmp_path, caplog):
