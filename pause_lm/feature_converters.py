@@ -9,7 +9,7 @@ seqio also takes token id 0 for padding (no loss, not attended as a prefix). Tha
 SentencePiece models, whose id 0 is `<pad>`, but GPT-2's and Qwen's tokenizers give id 0 to
 `!`. So the converters shift every token id up by one around seqio's conversion and back after
 it: weights and masks come out of where the tokens are, never out of their ids, and the model
-features hold the tokenizer's ids (0 also stays the start-of-sequence input).
+features hold the tokenizer's ids (and the start token, 0 unless `bos_id` says otherwise).
 """
 
 import seqio
@@ -27,6 +27,11 @@ class _PauseMaskMixin:
   def pause_id(self) -> int:
     return self._pause_id
 
+  @property
+  def bos_id(self) -> int:
+    """The start token as seqio inserts it: in shifted ids, so it comes back as given."""
+    return super().bos_id + 1
+
   def _convert_features(self, ds, task_feature_lengths):
     def shift_up(features):
       return {k: v + 1 if k in ("inputs", "targets") else v for k, v in features.items()}
@@ -36,7 +41,7 @@ class _PauseMaskMixin:
   def _convert_example(self, features):
     converted = dict(super()._convert_example(features))
     for key in ("decoder_target_tokens", "decoder_input_tokens"):
-      tokens = converted[key]  # 0 is padding or the start token: it stays 0.
+      tokens = converted[key]  # Padding stays 0; tokens and the start token go back down.
       converted[key] = tf.where(tokens > 0, tokens - 1, tf.zeros_like(tokens))
     not_pause = tf.not_equal(converted["decoder_target_tokens"], self._pause_id)
     converted["decoder_loss_weights"] *= tf.cast(not_pause, converted["decoder_loss_weights"].dtype)

@@ -68,3 +68,11 @@ def test_token_id_0_is_a_token_not_padding():
   np.testing.assert_array_equal(ex["decoder_target_tokens"], [0, 7, P, 0, 1, 0, 0])
   np.testing.assert_array_equal(ex["decoder_loss_weights"], [0, 0, 0, 1, 1, 0, 0])
   np.testing.assert_array_equal(ex["decoder_causal_attention"], [1, 1, 1, 1, 0, 0, 0])
+
+
+def test_a_start_token_other_than_0_comes_through_the_shift():
+  converter = feature_converters.PauseLMFeatureConverter(pause_id=P, pack=True, bos_id=7)
+  (ex,) = _convert(converter, [{"targets": [5, 0]}, {"targets": [0, 1]}], {"targets": 5})
+  # seqio starts every segment with BOS, the padding's too (its weight is 0).
+  np.testing.assert_array_equal(ex["decoder_input_tokens"], [7, 5, 7, 0, 7])
+  np.testing.assert_array_equal(ex["decoder_loss_weights"], [1, 1, 1, 1, 0])
