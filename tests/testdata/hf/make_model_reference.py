@@ -35,7 +35,7 @@ ROPE_LLAMA3 = {'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0,
 CONFIGS = {
     'gpt2': transformers.GPT2Config(
         vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-        initializer_range=0.2),
+        initializer_range=0.4),  # at 0.2 its greedy output repeats one token
     'llama': transformers.LlamaConfig(
         vocab_size=120, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
@@ -87,7 +87,10 @@ def main():
       prompt = rng.integers(1, vocab, length).astype(np.int32)
       inputs = torch.tensor([[0, *prompt]], dtype=torch.long)
       with torch.no_grad():
-        out = model.generate(inputs, max_new_tokens=STEPS, min_new_tokens=STEPS,
+        # An explicit mask: generate() would otherwise take the leading 0 (= pad_token_id) for
+        # padding and hide it.
+        out = model.generate(inputs, attention_mask=torch.ones_like(inputs),
+                             max_new_tokens=STEPS, min_new_tokens=STEPS,
                              do_sample=False, num_beams=1)
       arrays[f'prompt_{i}'] = prompt
       arrays[f'greedy_{i}'] = out[0, inputs.shape[1]:].numpy().astype(np.int32)
