@@ -465,28 +465,38 @@ def _export_tokenizer(base_dir: str, hf_dir: str, pause_id: int | None) -> None:
   '''Copies the tokenizer files, with `<pause>` as a special added token at `pause_id`.
 
   The token is special, so HF tools never split it and `skip_special_tokens` hides it; prompts
-  for an M-pause evaluation end with M copies of the text `<pause>`.
+  for an M-pause evaluation end with M copies of the text `<pause>`. The tokenizers library
+  numbers added tokens consecutively, so when the model's vocab_size exceeds the tokenizer's size
+  (Qwen2.5 pads its table) the rows in between get placeholder special tokens first.
   '''
+  import tokenizers  # Only exporting a tokenizer needs it.
   for name in TOKENIZER_FILES:
     if os.path.exists(os.path.join(base_dir, name)):
       shutil.copyfile(os.path.join(base_dir, name), os.path.join(hf_dir, name))
   if pause_id is None:
     return
-  token = {'id': pause_id, 'content': vocab_lib.PAUSE_TEXT, 'single_word': False,
-           'lstrip': False, 'rstrip': False, 'normalized': False, 'special': True}
   path = os.path.join(hf_dir, 'tokenizer.json')
-  with open(path) as f:
-    tokenizer = json.load(f)
-  added = [t for t in tokenizer.get('added_tokens') or [] if t['id'] != pause_id]
-  tokenizer['added_tokens'] = added + [token]
-  with open(path, 'w') as f:
-    json.dump(tokenizer, f, ensure_ascii=False)
+  tokenizer = tokenizers.Tokenizer.from_file(path)
+  size = tokenizer.get_vocab_size(with_added_tokens=True)
+  if pause_id < size:
+    raise ValueError(f'The tokenizer already has {size} ids, so <pause> id {pause_id} would be '
+                     'an ordinary token; pass the right --pause_id (the model\'s vocab_size '
+                     'before pause-lm added its rows).')
+  placeholders = [f'<pause_lm_unused_{i}>' for i in range(size, pause_id)]
+  tokenizer.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
+                                for t in placeholders + [vocab_lib.PAUSE_TEXT]])
+  if tokenizer.token_to_id(vocab_lib.PAUSE_TEXT) != pause_id:
+    raise ValueError(f'<pause> got id {tokenizer.token_to_id(vocab_lib.PAUSE_TEXT)} in the '
+                     f'exported tokenizer, not {pause_id}.')
+  tokenizer.save(path)
   path = os.path.join(hf_dir, 'tokenizer_config.json')
   settings = {}
   if os.path.exists(path):
     with open(path) as f:
       settings = json.load(f)
-  settings.setdefault('added_tokens_decoder', {})[str(pause_id)] = {
-      k: v for k, v in token.items() if k != 'id'}
+  decoder = settings.setdefault('added_tokens_decoder', {})
+  for i, text in enumerate(placeholders + [vocab_lib.PAUSE_TEXT], start=size):
+    decoder[str(i)] = {'content': text, 'lstrip': False, 'normalized': False, 'rstrip': False,
+                       'single_word': False, 'special': True}
   with open(path, 'w') as f:
     json.dump(settings, f, indent=2, ensure_ascii=False)
