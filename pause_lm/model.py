@@ -1,7 +1,7 @@
-"""Decoder-only transformer (GPT-2 by default, or Llama-family) whose embedding table carries <pause>.
+"""GPT-2-style (default) or Llama-family decoder whose embedding table carries the <pause> row.
 
-The default architecture is the one that reproduces the paper's Table 5 parameter counts exactly (130M:
-136,237,056; 1B: 1,345,085,440, both at 32,297 embedding rows): learned absolute positions,
+The default architecture is the one that reproduces the paper's Table 5 parameter counts exactly
+(130M: 136,237,056; 1B: 1,345,085,440, both at 32,297 embedding rows): learned absolute positions,
 pre-LayerNorm blocks with scale and bias, biases on every projection, a plain GELU MLP, a final
 LayerNorm and an untied output projection without bias. `<pause>` is an ordinary embedding row, so
 nothing here knows about it.
