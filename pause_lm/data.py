@@ -40,17 +40,28 @@ class TaskInfo:
   target_length: int | None  # downstream tasks: the answer's token budget
 
 
-def get_task(task_name: str) -> seqio.Task:
-  """The registered task, or an error that lists near names and how to register one."""
-  if not tasks_lib.ensure_registered(task_name):
-    close = difflib.get_close_matches(task_name, tasks_lib.known_names(), n=5, cutoff=0.5)
+def get_task(task_name: str) -> seqio.Task | seqio.Mixture:
+  """The registered task or seqio Mixture, or an error that lists near names and the fix."""
+  if (task_name not in seqio.MixtureRegistry.names() and
+      not tasks_lib.ensure_registered(task_name)):
+    known = [*tasks_lib.known_names(), *seqio.MixtureRegistry.names()]
+    close = difflib.get_close_matches(task_name, known, n=5, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise TaskNotRegisteredError(
-        f"Task {task_name!r} is not registered.{hint} Built-in tasks come with pause_lm.tasks; "
-        "your own must be registered by a module that is imported first, e.g. a line "
-        "`import my_project.my_tasks` in your gin file. Pause variants of downstream tasks are "
-        "made on request: TASK = @finetune_task() with finetune_task.base/num_pauses.")
+        f"Task {task_name!r} is not registered (as a task or a seqio Mixture).{hint} Built-in "
+        "tasks come with pause_lm.tasks; your own tasks and mixtures must be registered by a "
+        "module that is imported first, e.g. a line `import my_project.my_tasks` in your gin "
+        "file. Pause variants of downstream tasks are made on request: TASK = "
+        "@finetune_task() with finetune_task.base/num_pauses.")
   return seqio.get_mixture_or_task(task_name)
+
+
+def _target_length(task: seqio.Task | seqio.Mixture) -> int | None:
+  """A downstream task's answer budget; a mixture's is the longest of its tasks'."""
+  if isinstance(task, seqio.Mixture):
+    lengths = [tasks_lib.target_length(t.name) for t in task.tasks]
+    return max((n for n in lengths if n is not None), default=None)
+  return tasks_lib.target_length(task.name)
 
 
 def eval_task_name(task_name: str) -> str:
@@ -69,7 +80,7 @@ def task_info(task_name: str) -> TaskInfo:
       name=task_name, pause_id=vocabulary.pause_id, vocab_size=vocabulary.vocab_size,
       num_embeddings=vocab_lib.num_embeddings(vocabulary),
       prefix_lm="inputs" in task.output_features, eos_id=vocabulary.eos_id,
-      target_length=tasks_lib.target_length(task_name))
+      target_length=_target_length(task))
 
 
 def task_feature_lengths(info: TaskInfo, sequence_length: int | Mapping[str, int]):

@@ -4,6 +4,12 @@ seqio's converters weight every non-padding target. Pause-pretraining must not a
 predict pauses (Section 3.1: the loss skips positions whose *next* token is a pause), while a
 position whose *input* is a pause still learns to predict the next real token: that is what
 pause-inference relies on. So only the target side is masked.
+
+seqio also takes token id 0 for padding (no loss, not attended as a prefix). That holds for
+SentencePiece models, whose id 0 is `<pad>`, but GPT-2's and Qwen's tokenizers give id 0 to
+`!`. So the converters shift every token id up by one around seqio's conversion and back after
+it: weights and masks come out of where the tokens are, never out of their ids, and the model
+features hold the tokenizer's ids (0 also stays the start-of-sequence input).
 """
 
 import seqio
@@ -21,8 +27,17 @@ class _PauseMaskMixin:
   def pause_id(self) -> int:
     return self._pause_id
 
+  def _convert_features(self, ds, task_feature_lengths):
+    def shift_up(features):
+      return {k: v + 1 if k in ("inputs", "targets") else v for k, v in features.items()}
+    return super()._convert_features(
+        ds.map(shift_up, num_parallel_calls=tf.data.AUTOTUNE), task_feature_lengths)
+
   def _convert_example(self, features):
     converted = dict(super()._convert_example(features))
+    for key in ("decoder_target_tokens", "decoder_input_tokens"):
+      tokens = converted[key]  # 0 is padding or the start token: it stays 0.
+      converted[key] = tf.where(tokens > 0, tokens - 1, tf.zeros_like(tokens))
     not_pause = tf.not_equal(converted["decoder_target_tokens"], self._pause_id)
     converted["decoder_loss_weights"] *= tf.cast(not_pause, converted["decoder_loss_weights"].dtype)
     return converted

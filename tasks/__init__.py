@@ -4,6 +4,8 @@
 - `downstream`: finetuning/evaluation tasks and their pause variants (any M, placement, filler),
   and the offline synthetic ones.
 - `paper`: the paper's nine downstream tasks (TFDS, and CommonSenseQA's JSONL files).
+- `text_sources`: sources for your own pretraining text (text files, JSONL), registered with
+  `register_pretraining_task` (docs/own_data.md).
 
 Register your own tasks in a module of your own and import it from a gin file; see
 docs/custom_tasks.md.
@@ -13,6 +15,7 @@ from pause_lm.tasks import downstream
 from pause_lm.tasks import registry
 from pause_lm.tasks import paper
 from pause_lm.tasks import pretraining
+from pause_lm.tasks import text_sources
 from pause_lm.tasks.downstream import declare_downstream_task
 from pause_lm.tasks.downstream import eval_task_name
 from pause_lm.tasks.downstream import finetune_task
@@ -20,5 +23,8 @@ from pause_lm.tasks.downstream import is_scoring
 from pause_lm.tasks.downstream import register_downstream_task
 from pause_lm.tasks.downstream import register_pause_variant
 from pause_lm.tasks.downstream import target_length
+from pause_lm.tasks.pretraining import register_pretraining_task
 from pause_lm.tasks.registry import ensure_registered
 from pause_lm.tasks.registry import known_names
+from pause_lm.tasks.text_sources import jsonl_source
+from pause_lm.tasks.text_sources import text_files_source

@@ -48,3 +48,23 @@ def test_prefix_lm_weights_on_targets_only_and_pauses_bidirectional():
   # The first weighted target is predicted at the position whose input is the last pause.
   first = int(np.argmax(ex["decoder_loss_weights"]))
   assert ex["decoder_input_tokens"][first] == P
+
+
+def test_token_id_0_is_a_token_not_padding():
+  """GPT-2's id 0 is '!': it gets loss and prefix attention like any token; padding does not."""
+  lm = feature_converters.PauseLMFeatureConverter(pause_id=P, pack=False)
+  (ex,) = _convert(lm, [{"targets": [0, 5, P, 0, 1]}], {"targets": 7})
+  np.testing.assert_array_equal(ex["decoder_target_tokens"], [0, 5, P, 0, 1, 0, 0])
+  np.testing.assert_array_equal(ex["decoder_input_tokens"], [0, 0, 5, P, 0, 1, 0])
+  np.testing.assert_array_equal(ex["decoder_loss_weights"], [1, 1, 0, 1, 1, 0, 0])
+  packed = feature_converters.PauseLMFeatureConverter(pause_id=P, pack=True)
+  (ex,) = _convert(packed, [{"targets": [5, 0]}, {"targets": [0, 1]}], {"targets": 5})
+  np.testing.assert_array_equal(ex["decoder_target_tokens"], [5, 0, 0, 1, 0])
+  np.testing.assert_array_equal(ex["decoder_loss_weights"], [1, 1, 1, 1, 0])
+  np.testing.assert_array_equal(ex["decoder_segment_ids"], [1, 1, 2, 2, 0])
+  prefix = feature_converters.PausePrefixLMFeatureConverter(pause_id=P, pack=False)
+  (ex,) = _convert(prefix, [{"inputs": [0, 7, P], "targets": [0, 1]}],
+                   {"inputs": 4, "targets": 3})
+  np.testing.assert_array_equal(ex["decoder_target_tokens"], [0, 7, P, 0, 1, 0, 0])
+  np.testing.assert_array_equal(ex["decoder_loss_weights"], [0, 0, 0, 1, 1, 0, 0])
+  np.testing.assert_array_equal(ex["decoder_causal_attention"], [1, 1, 1, 1, 0, 0, 0])

@@ -20,25 +20,34 @@ def _batch(task, seed=0, length=LENGTH, batch_size=8, split="train"):
   return next(ds.as_numpy_iterator())
 
 
-def test_synthetic_pause_pretraining_batches():
-  info = data.task_info("synthetic_pause_pretrain")
-  batch = _batch("synthetic_pause_pretrain")
-  assert batch["decoder_input_tokens"].shape == (8, LENGTH)
+def assert_pause_pretraining_batch(batch, pause_id, shape=(8, LENGTH)):
+  """Algorithm 1's share of pauses; loss on every real target and on no pause target."""
+  assert batch["decoder_input_tokens"].shape == shape
   targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
-  is_pause = targets == info.pause_id
+  is_pause = targets == pause_id
   share = is_pause.mean()
   assert 0.07 < share <= 0.1  # round(0.1 * 256) = 26 inserted, some trimmed away
   np.testing.assert_array_equal(weights, (~is_pause & (targets != 0)).astype(weights.dtype))
-  assert not (batch["decoder_input_tokens"] == info.pause_id).all(axis=1).any()
+  assert not (batch["decoder_input_tokens"] == pause_id).all(axis=1).any()
+
+
+def assert_same_text(std_batch, pause_batch, pause_id):
+  """Each pause row is its standard row with pauses inserted (and the tail trimmed)."""
+  for s, p in zip(std_batch["decoder_target_tokens"], pause_batch["decoder_target_tokens"]):
+    real = p[(p != pause_id) & (p != 0)]
+    assert len(real) > 0
+    np.testing.assert_array_equal(real, s[:len(real)])
+
+
+def test_synthetic_pause_pretraining_batches():
+  info = data.task_info("synthetic_pause_pretrain")
+  assert_pause_pretraining_batch(_batch("synthetic_pause_pretrain"), info.pause_id)
 
 
 def test_pause_and_std_variants_see_the_same_text():
   info = data.task_info("synthetic_pause_pretrain")
-  std = _batch("synthetic_std_pretrain", seed=3)["decoder_target_tokens"]
-  pause = _batch("synthetic_pause_pretrain", seed=3)["decoder_target_tokens"]
-  for s, p in zip(std, pause):
-    real = p[(p != info.pause_id) & (p != 0)]
-    np.testing.assert_array_equal(real, s[:len(real)])
+  assert_same_text(_batch("synthetic_std_pretrain", seed=3),
+                   _batch("synthetic_pause_pretrain", seed=3), info.pause_id)
 
 
 def test_same_seed_same_batches_other_seed_other_batches():
