@@ -6,8 +6,8 @@ Run by hand, from the repository root, with a Python that has torch and transfor
   python tests/testdata/hf/make_model_reference.py
 
 For each family (GPT-2; Llama with grouped-query attention, llama3 rope_scaling and an untied
-head, saved in two shards; Qwen2 with q/k/v biases and tied embeddings; Mistral with multi-query
-attention) it builds a random model with `from_config`, saves `config.json` + safetensors under
+head, saved in three shards; Qwen2 with q/k/v biases and tied embeddings; Mistral with
+multi-query attention; a SmolLM-shaped tied Llama over the 400 ids of the test tokenizer) it builds a random model with `from_config`, saves `config.json` + safetensors under
 `<family>/`, and writes `<family>/reference.npz`:
 
   ids            int32 [2, 10]  token ids, starting with 0 (pause-lm's BOS convention)
@@ -51,6 +51,13 @@ CONFIGS = {
         num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=64,
         sliding_window=None, rope_theta=10000.0, rms_norm_eps=1e-5,
         tie_word_embeddings=False, initializer_range=0.2),
+    # SmolLM-shaped (Llama, tied embeddings) over the 400 ids of tests/testdata/hf/tokenizer:
+    # the checkpoint docs/pretrained.md's walkthrough test converts, trains and exports.
+    'smollm': transformers.LlamaConfig(
+        vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=0,
+        eos_token_id=1, initializer_range=0.2),
 }
 SHARDED = {'llama'}
 
