@@ -7,8 +7,9 @@ Run by hand, from the repository root, with a Python that has torch and transfor
 
 For each family (GPT-2; Llama with grouped-query attention, llama3 rope_scaling and an untied
 head, saved in three shards; Qwen2 with q/k/v biases and tied embeddings; Mistral with
-multi-query attention; a SmolLM-shaped tied Llama over the 400 ids of the test tokenizer) it builds a random model with `from_config`, saves `config.json` + safetensors under
-`<family>/`, and writes `<family>/reference.npz`:
+multi-query attention; a SmolLM-shaped tied Llama over the 400 ids of the test tokenizer) it
+builds a random model with `from_config`, saves `config.json` + safetensors under `<family>/`,
+and writes `<family>/reference.npz`:
 
   ids            int32 [2, 10]  token ids, starting with 0 (pause-lm's BOS convention)
   logits         float32 [2, 10, vocab] transformers' logits for `ids`
