@@ -1,10 +1,15 @@
-"""GPT-2-style decoder whose embedding table carries the <pause> row.
+"""GPT-2-style (default) or Llama-family decoder whose embedding table carries the <pause> row.
 
-The architecture is the one that reproduces the paper's Table 5 parameter counts exactly (130M:
-136,237,056; 1B: 1,345,085,440, both at 32,297 embedding rows): learned absolute positions,
+The default architecture is the one that reproduces the paper's Table 5 parameter counts exactly
+(130M: 136,237,056; 1B: 1,345,085,440, both at 32,297 embedding rows): learned absolute positions,
 pre-LayerNorm blocks with scale and bias, biases on every projection, a plain GELU MLP, a final
 LayerNorm and an untied output projection without bias. `<pause>` is an ordinary embedding row, so
 nothing here knows about it.
+
+The same module also builds the Llama family that pretrained checkpoints use (see `pause_lm.hf`):
+RMSNorm, rotary position embeddings (`pause_lm.rope`), a SwiGLU MLP, grouped- or multi-query
+attention (`num_kv_heads`), tied input/output embeddings and optional q/k/v biases (Qwen2). Each
+is one ModelConfig field, so a family is a gin model file (gin/models/llama_tiny.gin).
 
 Masks follow seqio's feature conventions rather than token ids, because the BOS id and the padding
 id are both 0: causal by array index, bidirectional among positions with
@@ -25,6 +30,8 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from pause_lm import rope
+
 _REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -32,6 +39,9 @@ _REMAT_POLICIES = {
     "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 _CACHE_MODES = (None, "prefill", "step")
+_NORMS = ("layer_norm", "rms_norm")
+_POSITION_EMBEDDINGS = ("learned", "rope")
+_MLP_ACTIVATIONS = ("gelu", "swiglu")
 _INIT_STDDEV = 0.02  # GPT-2's initialiser; residual output projections are scaled further by depth.
 
 
@@ -56,6 +66,22 @@ class ModelConfig:
   # Passed to jax.nn.dot_product_attention: None/'xla' everywhere, 'cudnn' for the fused GPU
   # kernel (which needs a 16-bit dtype).
   attention_impl: str | None = None
+  # Model family. The defaults are GPT-2 (the paper's architecture); Llama sets rms_norm, rope,
+  # swiglu, no biases; Qwen2 is Llama with qkv_bias; GPT-2 checkpoints tie the embeddings.
+  num_kv_heads: int | None = None  # key/value heads (grouped-query attention); None = num_heads
+  norm: str = "layer_norm"  # or "rms_norm" (no bias, no mean subtraction)
+  norm_epsilon: float = 1e-5
+  position_embedding: str = "learned"  # or "rope": rotary, no position table
+  rope_theta: float = 10_000.0
+  rope_scaling: str | None = None  # None, "linear" or "llama3" (HF config's rope_scaling type)
+  rope_scaling_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0  # llama3 only
+  rope_high_freq_factor: float = 4.0  # llama3 only
+  rope_original_max_len: int = 8192  # llama3 only: original_max_position_embeddings
+  mlp_activation: str = "gelu"  # tanh-approximate GELU, or "swiglu": silu(x W_0) * (x W_1)
+  qkv_bias: bool = True  # biases on the query, key and value projections
+  dense_bias: bool = True  # biases on the attention output and MLP projections
+  tie_embeddings: bool = False  # the output projection is the transposed input embedding
 
   def __post_init__(self):
     # Frozen dataclass: normalise through object.__setattr__ so configs stay hashable (jit-static).
@@ -66,23 +92,49 @@ class ModelConfig:
                        f"got {self.remat_policy!r}")
     if self.emb_dim % self.num_heads:
       raise ValueError(f"emb_dim {self.emb_dim} is not divisible by num_heads {self.num_heads}")
+    for field, value, allowed in (("norm", self.norm, _NORMS),
+                                  ("position_embedding", self.position_embedding,
+                                   _POSITION_EMBEDDINGS),
+                                  ("mlp_activation", self.mlp_activation, _MLP_ACTIVATIONS),
+                                  ("rope_scaling", self.rope_scaling, rope.SCALINGS)):
+      if value not in allowed:
+        raise ValueError(f"ModelConfig.{field} must be one of {allowed}, got {value!r}")
+    if self.num_heads % self.kv_heads:
+      raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads "
+                       f"{self.num_kv_heads}: each key/value head serves a whole group of "
+                       "query heads")
+    if self.position_embedding == "rope" and self.head_dim % 2:
+      raise ValueError(f"rotary position embeddings need an even head_dim, got {self.head_dim}")
 
   @property
   def head_dim(self) -> int:
     return self.emb_dim // self.num_heads
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+  def rope_frequencies(self):
+    return rope.inverse_frequencies(
+        self.head_dim, self.rope_theta, self.rope_scaling, self.rope_scaling_factor,
+        self.rope_low_freq_factor, self.rope_high_freq_factor, self.rope_original_max_len)
 
   def matmul_params(self) -> int:
     """Weights that take part in a matrix multiply per token (lookups and biases excluded)."""
     if self.num_embeddings is None:
       raise ValueError("num_embeddings is not set")
     d, f = self.emb_dim, self.mlp_dim
-    return self.num_layers * (4 * d * d + 2 * d * f) + d * self.num_embeddings
+    attention = 2 * d * d + 2 * d * self.kv_heads * self.head_dim  # q, out; k, v (GQA: fewer)
+    mlp = (3 if self.mlp_activation == "swiglu" else 2) * d * f  # SwiGLU has a gate matrix
+    return self.num_layers * (attention + mlp) + d * self.num_embeddings
 
   def flops_per_token(self, seq_len: int) -> float:
     """Training FLOPs per token: 6 * matmul_params + 12 * num_layers * emb_dim * seq_len.
 
-    The first term is forward (2) plus backward (4) FLOPs per weight; the second is the attention
-    score and value products (2 * 2 * seq_len * emb_dim per layer forward, times 3 for training),
+    The first term is forward (2) plus backward (4) FLOPs per weight (grouped-query attention has
+    smaller key/value matrices, SwiGLU a third MLP matrix, and a tied output head still multiplies);
+    the second is the attention score and value products (2 * 2 * seq_len * emb_dim per layer
+    forward, times 3 for training; the query heads set it, whatever num_kv_heads is),
     counted over the full seq_len x seq_len matrix as in the PaLM paper's MFU convention, i.e.
     without halving for the causal mask.
     """
@@ -97,9 +149,13 @@ def _partitioned(init, names):
   return nn.with_logical_partitioning(init, names)
 
 
-def _layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
+def _norm(config: ModelConfig, name: str) -> nn.Module:
+  if config.norm == "rms_norm":
+    return nn.RMSNorm(epsilon=config.norm_epsilon, dtype=config.dtype,
+                      param_dtype=config.param_dtype, name=name,
+                      scale_init=_partitioned(nn.initializers.ones, ("embed",)))
   return nn.LayerNorm(
-      epsilon=1e-5, dtype=config.dtype, param_dtype=config.param_dtype, name=name,
+      epsilon=config.norm_epsilon, dtype=config.dtype, param_dtype=config.param_dtype, name=name,
       scale_init=_partitioned(nn.initializers.ones, ("embed",)),
       bias_init=_partitioned(nn.initializers.zeros, ("embed",)))
 
@@ -111,7 +167,7 @@ def _write_at(cache: jax.Array, update: jax.Array, index: jax.Array) -> jax.Arra
 
 
 class _HeadDense(nn.Module):
-  """A biased projection whose kernel is declared at its real rank.
+  """A (biased) projection whose kernel is declared at its real rank.
 
   nn.DenseGeneral initialises (and, during apply, re-checks) its kernel through a flattened
   rank-2 shape, so a 3-name logical partitioning on it becomes a sharding constraint on a rank-2
@@ -124,6 +180,7 @@ class _HeadDense(nn.Module):
   bias_names: tuple[str, ...]
   config: ModelConfig
   init_scale: float = 1.0
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -131,16 +188,23 @@ class _HeadDense(nn.Module):
     in_shape = x.shape[-self.in_dims:]
     kernel = self.param("kernel", _partitioned(_dense_init(self.init_scale), self.kernel_names),
                         (*in_shape, *self.features), cfg.param_dtype)
-    bias = self.param("bias", _partitioned(nn.initializers.zeros, self.bias_names),
-                      self.features, cfg.param_dtype)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=cfg.dtype)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=cfg.dtype)
     contract = tuple(range(x.ndim - self.in_dims, x.ndim))
     out = jax.lax.dot_general(x, kernel, ((contract, tuple(range(self.in_dims))), ((), ())))
-    return out + bias
+    if not self.use_bias:
+      return out
+    bias = self.param("bias", _partitioned(nn.initializers.zeros, self.bias_names),
+                      self.features, cfg.param_dtype)
+    return out + jnp.asarray(bias, cfg.dtype)
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention with biased q/k/v/output projections and an optional KV cache."""
+  """Multi-head (or grouped-query) self-attention with an optional KV cache.
+
+  With `num_kv_heads < num_heads` the key/value projections (and the cache) have fewer heads;
+  jax.nn.dot_product_attention shares each among its group of query heads. Rotary embeddings are
+  applied to queries and keys before caching, so cached keys are already rotated.
+  """
   config: ModelConfig
   cache_mode: str | None = None
   cache_len: int | None = None
@@ -148,17 +212,25 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x, mask, positions):
     cfg = self.config
-    projection = functools.partial(
+    query_projection = functools.partial(
         _HeadDense, (cfg.num_heads, cfg.head_dim), 1, ("embed", "heads", "kv"), ("heads", "kv"),
-        cfg)
+        cfg, use_bias=cfg.qkv_bias)
+    kv_projection = functools.partial(
+        _HeadDense, (cfg.kv_heads, cfg.head_dim), 1, ("embed", "kv_heads", "kv"),
+        ("kv_heads", "kv"), cfg, use_bias=cfg.qkv_bias)
     qkv_axes = ("batch", "length", "heads", "kv")
-    query = nn.with_logical_constraint(projection(name="query")(x), qkv_axes)
-    key = nn.with_logical_constraint(projection(name="key")(x), qkv_axes)
-    value = nn.with_logical_constraint(projection(name="value")(x), qkv_axes)
+    kv_axes = ("batch", "length", "kv_heads", "kv")
+    query = nn.with_logical_constraint(query_projection(name="query")(x), qkv_axes)
+    key = nn.with_logical_constraint(kv_projection(name="key")(x), kv_axes)
+    value = nn.with_logical_constraint(kv_projection(name="value")(x), kv_axes)
+    if cfg.position_embedding == "rope":
+      inv_freq = cfg.rope_frequencies()
+      query = rope.apply_rotary(query, positions, inv_freq)
+      key = rope.apply_rotary(key, positions, inv_freq)
 
     if self.cache_mode is not None:
       batch = x.shape[0]
-      shape = (batch, self.cache_len, cfg.num_heads, cfg.head_dim)
+      shape = (batch, self.cache_len, cfg.kv_heads, cfg.head_dim)
       cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, cfg.dtype)
       cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, cfg.dtype)
       if self.cache_mode == "prefill":
@@ -178,28 +250,35 @@ class Attention(nn.Module):
                                        implementation=cfg.attention_impl)
     out = nn.with_logical_constraint(out, qkv_axes)
     return _HeadDense((cfg.emb_dim,), 2, ("heads", "kv", "embed"), ("embed",), cfg,
-                      init_scale=1 / (2 * cfg.num_layers) ** 0.5, name="out")(out)
+                      init_scale=1 / (2 * cfg.num_layers) ** 0.5, use_bias=cfg.dense_bias,
+                      name="out")(out)
 
 
 class Mlp(nn.Module):
-  """emb -> mlp -> GELU -> emb, with biases (GPT-2's MLP, not a gated one)."""
+  """emb -> mlp -> emb: GPT-2's GELU MLP (`wi`, `wo`) or Llama's SwiGLU (`wi_0` gate, `wi_1`)."""
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    h = nn.Dense(cfg.mlp_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                 kernel_init=_partitioned(_dense_init(), ("embed", "mlp")),
-                 bias_init=_partitioned(nn.initializers.zeros, ("mlp",)), name="wi")(x)
-    h = nn.with_logical_constraint(nn.gelu(h), ("batch", "length", "mlp"))
-    return nn.Dense(cfg.emb_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                    kernel_init=_partitioned(_dense_init(1 / (2 * cfg.num_layers) ** 0.5),
-                                             ("mlp", "embed")),
-                    bias_init=_partitioned(nn.initializers.zeros, ("embed",)), name="wo")(h)
+
+    def dense(features, names, name, scale=1.0):
+      return nn.Dense(features, use_bias=cfg.dense_bias, dtype=cfg.dtype,
+                      param_dtype=cfg.param_dtype,
+                      kernel_init=_partitioned(_dense_init(scale), names),
+                      bias_init=_partitioned(nn.initializers.zeros, names[1:]), name=name)
+
+    if cfg.mlp_activation == "swiglu":
+      h = (nn.silu(dense(cfg.mlp_dim, ("embed", "mlp"), "wi_0")(x)) *
+           dense(cfg.mlp_dim, ("embed", "mlp"), "wi_1")(x))
+    else:
+      h = nn.gelu(dense(cfg.mlp_dim, ("embed", "mlp"), "wi")(x))
+    h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+    return dense(cfg.emb_dim, ("mlp", "embed"), "wo", 1 / (2 * cfg.num_layers) ** 0.5)(h)
 
 
 class DecoderBlock(nn.Module):
-  """Pre-LayerNorm transformer block.
+  """Pre-norm transformer block.
 
   Static choices (dropout on/off, cache mode) are attributes rather than call arguments so that
   the block can be wrapped by nn.remat and nn.scan, which only thread arrays.
@@ -213,10 +292,10 @@ class DecoderBlock(nn.Module):
   def __call__(self, x, mask, positions):
     cfg = self.config
     dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
-    h = _layer_norm(cfg, "pre_attention_norm")(x)
+    h = _norm(cfg, "pre_attention_norm")(x)
     h = Attention(cfg, self.cache_mode, self.cache_len, name="attention")(h, mask, positions)
     x = x + dropout(h)
-    h = _layer_norm(cfg, "pre_mlp_norm")(x)
+    h = _norm(cfg, "pre_mlp_norm")(x)
     x = x + dropout(Mlp(cfg, name="mlp")(h))
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     if cfg.scan_layers:
@@ -281,11 +360,13 @@ class Decoder(nn.Module):
     token_embed = nn.Embed(
         cfg.num_embeddings, cfg.emb_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
         embedding_init=_partitioned(_dense_init(), ("vocab", "embed")), name="token_embed")
-    # The position table's first axis is left unnamed: it is small and never worth sharding.
-    position_embed = nn.Embed(
-        cfg.max_len, cfg.emb_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-        embedding_init=_partitioned(_dense_init(), (None, "embed")), name="position_embed")
-    x = token_embed(decoder_input_tokens) + position_embed(decoder_positions)
+    x = token_embed(decoder_input_tokens)
+    if cfg.position_embedding == "learned":
+      # The position table's first axis is left unnamed: it is small and never worth sharding.
+      position_embed = nn.Embed(
+          cfg.max_len, cfg.emb_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+          embedding_init=_partitioned(_dense_init(), (None, "embed")), name="position_embed")
+      x = x + position_embed(decoder_positions)
     x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
@@ -312,9 +393,12 @@ class Decoder(nn.Module):
 
     if logit_indices is not None:
       x = jnp.take_along_axis(x, logit_indices[:, None, None], axis=1)
-    x = _layer_norm(cfg, "final_norm")(x)
-    logits = nn.Dense(
-        cfg.num_embeddings, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-        kernel_init=_partitioned(_dense_init(), ("embed", "vocab")), name="logits")(x)
+    x = _norm(cfg, "final_norm")(x)
+    if cfg.tie_embeddings:
+      logits = token_embed.attend(x)
+    else:
+      logits = nn.Dense(
+          cfg.num_embeddings, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+          kernel_init=_partitioned(_dense_init(), ("embed", "vocab")), name="logits")(x)
     logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
     return logits.astype(jnp.float32)

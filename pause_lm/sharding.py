@@ -33,6 +33,9 @@ DEFAULT_RULES = (
     ('vocab', 'tensor'),
     ('heads', 'tensor'),
     ('mlp', 'tensor'),
+    # Key/value heads of grouped-query attention stay whole: there may be fewer of them than
+    # tensor shards (one, for multi-query). Bind ('kv_heads', 'tensor') when they divide evenly.
+    ('kv_heads', None),
     ('embed', 'fsdp'),
     ('kv', None),
     ('length', None),

@@ -22,9 +22,17 @@ CONFIG = ModelConfig(num_embeddings=NUM_EMBEDDINGS, num_layers=2, num_heads=2, e
 STEPS = 6  # one decode length (and pause counts 0 or 4) everywhere keeps compilations shared
 
 
+# The Llama family: grouped-query attention (2 query heads per key/value head), rotary positions
+# with llama3 scaling, SwiGLU, tied head; the cache then holds fewer heads and rotated keys.
+LLAMA_CONFIG = dataclasses.replace(
+    CONFIG, num_heads=4, num_kv_heads=2, norm="rms_norm", position_embedding="rope",
+    rope_scaling="llama3", rope_scaling_factor=4.0, rope_original_max_len=16,
+    mlp_activation="swiglu", qkv_bias=False, dense_bias=False, tie_embeddings=True)
+
+
 @functools.cache
-def _params():
-  init = jax.jit(Decoder(CONFIG).init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+def _params(config=CONFIG):
+  init = jax.jit(Decoder(config).init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
   # Larger weights than the GPT-2 init make logits well separated, so greedy choices are stable
   # under float reordering and comparisons between code paths are meaningful.
   return jax.tree.map(lambda p: p * 10.0, init["params"])
@@ -41,13 +49,13 @@ def _prefixes(num_pauses):
   return jnp.asarray(prefixes), jnp.asarray(lengths, np.int32) + num_pauses
 
 
-@jax.jit
-def _forward(params, tokens, causal_attention=None):
-  return Decoder(CONFIG).apply({"params": params}, tokens,
+@functools.partial(jax.jit, static_argnames="config")
+def _forward(params, tokens, causal_attention=None, config=CONFIG):
+  return Decoder(config).apply({"params": params}, tokens,
                                decoder_causal_attention=causal_attention)
 
 
-def _reference_greedy(params, prefixes, lengths, steps, prefix_lm):
+def _reference_greedy(params, prefixes, lengths, steps, prefix_lm, config=CONFIG):
   """Greedy decoding by re-running the full forward pass on the whole sequence at every step."""
   all_tokens, all_logits = [], []
   for prefix, n in zip(np.asarray(prefixes), np.asarray(lengths)):
@@ -57,7 +65,7 @@ def _reference_greedy(params, prefixes, lengths, steps, prefix_lm):
       # Right padding to a fixed width (one compilation); it lies in every real token's future.
       inputs = jnp.asarray([sequence + [0] * (CONFIG.max_len - len(sequence))], jnp.int32)
       causal = (jnp.arange(CONFIG.max_len) <= n)[None] if prefix_lm else None
-      step_logits = np.asarray(_forward(params, inputs, causal))[0, len(sequence) - 1]
+      step_logits = np.asarray(_forward(params, inputs, causal, config))[0, len(sequence) - 1]
       token = int(np.argmax(step_logits[:VOCAB]))  # vocab_limit = VOCAB excludes the pause
       tokens.append(token)
       logits.append(step_logits)
@@ -81,6 +89,18 @@ def test_cached_greedy_matches_full_recompute(prefix_lm, num_pauses):
   # Logits are O(10) with these weights; a wrong mask or position moves them by O(1).
   np.testing.assert_allclose(logits, want_logits, atol=1e-3, rtol=1e-4)
   np.testing.assert_array_equal(out_lengths, [steps] * 3)
+
+
+def test_llama_family_cached_greedy_matches_full_recompute():
+  params = _params(LLAMA_CONFIG)
+  prefixes, lengths = _prefixes(4)
+  tokens, _, logits = decoding.generate(
+      params, LLAMA_CONFIG, prefixes, lengths, max_decode_len=STEPS, prefix_lm=True,
+      eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB, return_logits=True)
+  want_tokens, want_logits = _reference_greedy(params, prefixes, lengths, STEPS, True,
+                                               LLAMA_CONFIG)
+  np.testing.assert_array_equal(tokens, want_tokens)
+  np.testing.assert_allclose(logits, want_logits, atol=1e-3, rtol=1e-4)
 
 
 def test_prefix_lm_and_pauses_change_the_generation():

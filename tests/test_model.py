@@ -16,6 +16,12 @@ PAUSE = 37
 UNUSED_ROW = 39
 SMALL = dict(num_embeddings=NUM_EMBEDDINGS, num_layers=2, num_heads=2, emb_dim=32, mlp_dim=64,
              max_len=32)
+# The Llama family at its most different from GPT-2: multi-query attention, llama3 rope scaling
+# (its original length small enough that the blend matters here), SwiGLU, no biases, tied head.
+LLAMA = dict(num_kv_heads=1, norm="rms_norm", position_embedding="rope", rope_scaling="llama3",
+             rope_scaling_factor=8.0, rope_original_max_len=16, mlp_activation="swiglu",
+             qkv_bias=False, dense_bias=False, tie_embeddings=True)
+FAMILIES = {"gpt2": {}, "llama": LLAMA}
 
 
 def _config_from_gin(path, *bindings):
@@ -92,8 +98,9 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   np.testing.assert_allclose(logits, reference, atol=0.05)
 
 
-def test_causal_attention_never_sees_the_future():
-  config, params = _init()
+@pytest.mark.parametrize("family", FAMILIES)
+def test_causal_attention_never_sees_the_future(family):
+  config, params = _init(**FAMILIES[family])
   tokens = _tokens(2, 10)
   base = _logits(params, config, tokens)
   for j in range(10):
@@ -131,9 +138,11 @@ def test_prefix_region_is_per_example():
     np.testing.assert_allclose(both[row:row + 1], alone, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("prefix_lm", [False, True])
-def test_packed_segments_match_unpacked(prefix_lm):
-  config, params = _init()
+def test_packed_segments_match_unpacked(prefix_lm, family):
+  # With rotary embeddings this also pins that RoPE angles come from decoder_positions.
+  config, params = _init(**FAMILIES[family])
   first, second = _tokens(1, 5, seed=1), _tokens(1, 7, seed=2)
   packed = jnp.concatenate([first, second, jnp.zeros((1, 4), jnp.int32)], axis=1)
   segment_ids = jnp.asarray([[1] * 5 + [2] * 7 + [0] * 4])
@@ -172,12 +181,14 @@ def _stack_layers(params, num_layers):
   return params
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(scan_layers=True), dict(remat_policy="full"), dict(remat_policy="dots_saveable"),
-    dict(scan_layers=True, remat_policy="dots_with_no_batch_dims_saveable")])
-def test_scan_and_remat_compute_the_same_function(overrides):
-  plain_config, params = _init()
-  config = ModelConfig(**{**SMALL, **overrides})
+@pytest.mark.parametrize("family, overrides", [
+    ("gpt2", dict(scan_layers=True)), ("gpt2", dict(remat_policy="full")),
+    ("gpt2", dict(remat_policy="dots_saveable")),
+    ("gpt2", dict(scan_layers=True, remat_policy="dots_with_no_batch_dims_saveable")),
+    ("llama", dict(scan_layers=True, remat_policy="full"))])
+def test_scan_and_remat_compute_the_same_function(family, overrides):
+  plain_config, params = _init(**FAMILIES[family])
+  config = ModelConfig(**{**SMALL, **FAMILIES[family], **overrides})
   variant_params = _stack_layers(params, SMALL["num_layers"]) if config.scan_layers else params
   tokens = _tokens(2, 8)
   causal = jnp.asarray([[1] * 3 + [0] * 5] * 2)
@@ -196,12 +207,13 @@ def test_scan_and_remat_compute_the_same_function(overrides):
                nn.meta.unbox(grads), nn.meta.unbox(want))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("scan_layers", [False, True])
-def test_every_parameter_has_logical_axis_names(scan_layers):
-  config, params = _init(scan_layers=scan_layers)
+def test_every_parameter_has_logical_axis_names(scan_layers, family):
+  config, params = _init(scan_layers=scan_layers, **FAMILIES[family])
   leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
   assert leaves and all(isinstance(leaf, nn.Partitioned) for leaf in leaves)
-  known = {None, "batch", "length", "embed", "heads", "kv", "mlp", "vocab", "layers"}
+  known = {None, "batch", "length", "embed", "heads", "kv_heads", "kv", "mlp", "vocab", "layers"}
   for leaf in leaves:
     assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= known
   block_leaves = jax.tree.leaves(params["layers" if scan_layers else "layers_0"],
@@ -222,3 +234,59 @@ def test_dropout_is_active_only_when_not_deterministic():
 def test_rejects_unknown_remat_policy():
   with pytest.raises(ValueError, match="remat_policy"):
     ModelConfig(remat_policy="sometimes")
+
+
+def test_llama_family_parameters_have_the_llama_shapes():
+  config, params = _init(**LLAMA)
+  params = nn.meta.unbox(params)
+  layer = params["layers_0"]
+  assert set(params) == {"token_embed", "layers_0", "layers_1", "final_norm"}  # tied, no positions
+  assert layer["attention"]["query"]["kernel"].shape == (32, 2, 16)
+  assert layer["attention"]["key"]["kernel"].shape == (32, 1, 16)  # one key/value head (MQA)
+  assert set(layer["attention"]["value"]) == {"kernel"}  # no biases
+  assert set(layer["mlp"]) == {"wi_0", "wi_1", "wo"}
+  assert set(layer["pre_mlp_norm"]) == {"scale"}  # RMSNorm
+  qwen = nn.meta.unbox(_init(**{**LLAMA, "qkv_bias": True})[1])["layers_0"]["attention"]
+  assert qwen["key"]["bias"].shape == (1, 16) and set(qwen["out"]) == {"kernel"}
+
+
+def test_tied_head_is_the_transposed_embedding():
+  config, params = _init(**LLAMA)
+  params = nn.meta.unbox(params)
+  logits, state = Decoder(config).apply({"params": params}, _tokens(1, 6),
+                                        capture_intermediates=True)
+  hidden = state["intermediates"]["final_norm"]["__call__"][0]
+  np.testing.assert_allclose(logits, hidden @ params["token_embed"]["embedding"].T, atol=1e-5)
+
+
+def test_rope_is_relative_and_uses_the_positions():
+  config, params = _init(**LLAMA)
+  tokens = _tokens(2, 8)
+  positions = jnp.broadcast_to(jnp.arange(8), (2, 8))
+  base = _logits(params, config, tokens, positions)
+  np.testing.assert_allclose(_logits(params, config, tokens, positions + 5), base, atol=1e-4)
+  # Without the rescaling the frequencies differ: rope_scaling is not a no-op here.
+  plain = ModelConfig(**{**SMALL, **LLAMA, "rope_scaling": None})
+  assert np.abs(_logits(params, plain, tokens, positions) - base).max() > 1e-4
+
+
+def test_flops_count_grouped_query_attention_and_swiglu():
+  config = ModelConfig(**{**SMALL, **LLAMA})
+  d, f, kv = 32, 64, 16
+  matmul = 2 * (2 * d * d + 2 * d * kv + 3 * d * f) + d * NUM_EMBEDDINGS
+  assert config.matmul_params() == matmul
+  assert config.flops_per_token(32) == 6 * matmul + 12 * 2 * d * 32
+
+
+def test_smollm_gin_file_has_smollm_135m_parameter_count():
+  config = _config_from_gin("gin/models/smollm_135m.gin", "NUM_EMBEDDINGS = 49152")
+  assert _param_count(config) == 134_515_008
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(num_kv_heads=3), "num_kv_heads"), (dict(norm="batch_norm"), "norm"),
+    (dict(rope_scaling="yarn"), "rope_scaling"), (dict(mlp_activation="relu"), "mlp_activation"),
+    (dict(position_embedding="alibi"), "position_embedding")])
+def test_rejects_unknown_family_settings(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    ModelConfig(**{**SMALL, **overrides})

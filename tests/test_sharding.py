@@ -29,7 +29,7 @@ def run(mesh, model_dir):
       'ModelConfig.max_len = 64', 'SEQUENCE_LENGTH = 32', 'BATCH_SIZE = 8',
       'WARMUP_STEPS = 2', 'TRAIN_STEPS = 4', 'train.log_every_steps = 1',
       'train.num_microbatches = %d' % mesh.shape['tensor'],
-      f"MODEL_DIR = '{model_dir}'"])
+      f"MODEL_DIR = '{model_dir}'"] + json.loads(sys.argv[2]))
   result = trainer.train(mesh=mesh)
   embedding = result.state['params']['token_embed']['embedding']
   return [m['loss'] for _, m in result.history], str(embedding.sharding.spec)
@@ -40,10 +40,20 @@ print('RESULT', json.dumps({'one': one, 'eight': eight}))
 """
 
 
-def test_eight_devices_give_the_losses_of_one(tmp_path):
+# The Llama family with one key/value head (multi-query): its kv_heads axis stays replicated
+# while query heads, MLP and vocabulary split over tensor=2.
+_LLAMA_BINDINGS = [
+    'ModelConfig.num_kv_heads = 1', "ModelConfig.norm = 'rms_norm'",
+    "ModelConfig.position_embedding = 'rope'", "ModelConfig.mlp_activation = 'swiglu'",
+    'ModelConfig.qkv_bias = False', 'ModelConfig.dense_bias = False',
+    'ModelConfig.tie_embeddings = True']
+
+
+@pytest.mark.parametrize('bindings', [[], _LLAMA_BINDINGS], ids=['gpt2', 'llama'])
+def test_eight_devices_give_the_losses_of_one(tmp_path, bindings):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
   result = subprocess.run(
-      [sys.executable, '-c', _EIGHT_DEVICE_SCRIPT, str(tmp_path)], cwd=REPO,
+      [sys.executable, '-c', _EIGHT_DEVICE_SCRIPT, str(tmp_path), json.dumps(bindings)], cwd=REPO,
       env=env, capture_output=True, text=True, timeout=400)
   assert result.returncode == 0, result.stderr[-5000:]
   line = next(l for l in result.stdout.splitlines() if l.startswith('RESULT'))

@@ -31,3 +31,17 @@ def test_table_is_the_same_scanned_or_not_and_sums_to_the_total():
   report = summary.render(ModelConfig(**kwargs))
   total = sum(per_copy * copies for per_copy, copies in rows.values())
   assert f"total parameters: {total:,}" in report
+
+
+def test_llama_family_rows_and_flops():
+  kwargs = dict(num_embeddings=128, num_layers=2, num_heads=4, num_kv_heads=1, emb_dim=16,
+                mlp_dim=32, max_len=8, norm="rms_norm", position_embedding="rope",
+                mlp_activation="swiglu", qkv_bias=False, dense_bias=False, tie_embeddings=True)
+  config = ModelConfig(**kwargs)
+  rows = dict((module, (per_copy, copies)) for module, per_copy, copies in
+              summary.module_table(config))
+  assert rows["layers/attention/key"] == (16 * 4, 2)  # one key/value head of 4
+  assert rows["layers/mlp/wi_0"] == rows["layers/mlp/wi_1"] == (16 * 32, 2)
+  assert rows["layers/pre_mlp_norm"] == (16, 2)  # RMSNorm: scale only
+  assert "logits" not in rows and "position_embed" not in rows  # tied, rotary
+  assert f"{config.flops_per_token(8):.4g}" in summary.render(config)
