@@ -25,7 +25,7 @@ _GOLDEN = np.uint32(0x9E3779B9)
 class StateReport:
   finite: bool
   max_abs_param: float
-  checksums: dict[str, int]  # keystr of the leaf -> checksum
+  checksums: dict[str, int]  # leaf_name -> checksum
 
 
 def _mix(x: jax.Array) -> jax.Array:
@@ -78,8 +78,22 @@ def inspect_state(state: Any) -> StateReport:
   finite, max_abs, checksums = jax.device_get(_inspect(state))
   return StateReport(
       finite=bool(finite), max_abs_param=float(max_abs),
-      checksums={jax.tree_util.keystr(path): int(value) for path, value in
+      checksums={leaf_name(path): int(value) for path, value in
                  jax.tree_util.tree_flatten_with_path(checksums)[0]})
+
+
+def leaf_name(path) -> str:
+  """'opt_state/1/0/mu/token_embed/embedding': the same whether a tree has its
+  original containers (optax's named tuples) or was restored without a target."""
+  parts = []
+  for key in path:
+    for attribute in ('key', 'idx', 'name'):
+      if hasattr(key, attribute):
+        parts.append(str(getattr(key, attribute)))
+        break
+    else:
+      parts.append(str(key))
+  return '/'.join(parts)
 
 
 def unsafe_reason(report: StateReport, max_abs_param: float | None) -> str | None:

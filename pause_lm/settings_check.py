@@ -11,7 +11,9 @@ import numbers
 
 import gin
 
+from pause_lm import checkpointing
 from pause_lm import data as data_lib
+from pause_lm import optimizer as optimizer_lib
 from pause_lm import preprocessors
 from pause_lm import sharding
 
@@ -83,6 +85,9 @@ def check_train_settings(*, task: str, train_steps, batch_size, sequence_length,
         '--gin.LEARNING_RATE=1e-4.')
   sharding.check_batch_size(batch_size, mesh or sharding.create_mesh(),
                             num_microbatches)
+  # Their own checks (schedule length, save interval) run before any write too.
+  optimizer_lib.create_optimizer()
+  checkpointing.CheckpointConfig()
   info = data_lib.task_info(task)
   num_pauses = task_num_pauses(task)
   if info.prefix_lm and num_pauses:

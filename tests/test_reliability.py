@@ -132,11 +132,11 @@ def test_damaged_steps_are_reported_moved_aside_and_the_run_falls_back(tmp_path)
 
 
 def test_no_intact_step_stops_and_moves_nothing(tmp_path):
-  configure(tmp_path, 'TRAIN_STEPS = 1')
+  configure(tmp_path, 'TRAIN_STEPS = 1', 'learning_rate_schedule.total_steps = 10')
   trainer.train()
   truncated = _biggest_state_file(tmp_path, 1)
   os.truncate(truncated, 10)
-  configure(tmp_path, 'TRAIN_STEPS = 2')
+  configure(tmp_path, 'TRAIN_STEPS = 2', 'learning_rate_schedule.total_steps = 10')
   with pytest.raises(checkpointing.DamagedCheckpointError,
                      match=r'No intact checkpoint .*\n.*step 1 .*cannot be read'):
     trainer.train()
