@@ -11,6 +11,7 @@ checksums on one CPU or on a pod, which is what lets a restore (or
 """
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -58,7 +59,6 @@ def array_checksum(x: jax.Array) -> jax.Array:
   return jnp.sum(_mix(bits ^ _mix(index + _GOLDEN)), dtype=jnp.uint32)
 
 
-@jax.jit
 def _inspect(state):
   leaves = jax.tree.leaves(state)
   finite = jnp.all(jnp.stack([
@@ -73,9 +73,20 @@ def _inspect(state):
   return finite, max_abs, checksums
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_inspect(mesh: jax.sharding.Mesh | None):
+  # Replicated results, so every process of a multi-host run can read them.
+  out = None if mesh is None else jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec())
+  return jax.jit(_inspect, out_shardings=out)
+
+
 def inspect_state(state: Any) -> StateReport:
   """Finiteness, largest parameter and per-array checksums of a state (one device pass)."""
-  finite, max_abs, checksums = jax.device_get(_inspect(state))
+  shardings = [getattr(x, 'sharding', None) for x in jax.tree.leaves(state)]
+  mesh = next((s.mesh for s in shardings
+               if isinstance(s, jax.sharding.NamedSharding)), None)
+  finite, max_abs, checksums = jax.device_get(_jitted_inspect(mesh)(state))
   return StateReport(
       finite=bool(finite), max_abs_param=float(max_abs),
       checksums={leaf_name(path): int(value) for path, value in

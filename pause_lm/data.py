@@ -136,17 +136,25 @@ def truncated_examples() -> dict[str, int]:
   return {name: counter.values()[0] for name, counter in _TRUNCATIONS.items()}
 
 
-def check_truncation(task_name: str, limit: TruncationLimit | None = None) -> dict[str, float]:
-  """Truncation metrics of `task_name` (empty if its pipeline cuts nothing); raises above the limit.
+def check_truncation(task_name: str, limit: "TruncationLimit | None" = None) -> dict[str, float]:
+  """Truncation metrics of `task_name`'s pipelines so far (empty if they cut nothing).
 
   Raises:
-    TooManyTruncationsError: More than `limit.max_fraction` of at least `limit.min_examples`
-      examples were cut.
+    TooManyTruncationsError: See `limit_truncation`.
   """
   if task_name not in _TRUNCATIONS:
     return {}
-  limit = limit or TruncationLimit()
   truncated, examples = _TRUNCATIONS[task_name].values()
+  limit_truncation(task_name, truncated, examples, limit)
+  return {"truncated_examples": float(truncated),
+          "truncated_fraction": truncated / max(examples, 1)}
+
+
+def limit_truncation(task_name: str, truncated: int, examples: int,
+                     limit: "TruncationLimit | None" = None) -> None:
+  """Raises TooManyTruncationsError if more than `limit.max_fraction` of at least
+  `limit.min_examples` examples had their prefix cut (training and evaluation call it)."""
+  limit = limit or TruncationLimit()
   fraction = truncated / max(examples, 1)
   if examples >= limit.min_examples and fraction > limit.max_fraction:
     raise TooManyTruncationsError(
@@ -155,7 +163,6 @@ def check_truncation(task_name: str, limit: TruncationLimit | None = None) -> di
         f"{limit.max_fraction:g}. Raise SEQUENCE_LENGTH (the prefix gets SEQUENCE_LENGTH minus "
         "the answer's tokens, and the pauses take their M from that), use fewer pauses, or "
         "accept it with --gin.TruncationLimit.max_fraction=<share>.")
-  return {"truncated_examples": float(truncated), "truncated_fraction": fraction}
 
 
 def _raise_if_not_prepared(task_name: str, error: Exception):

@@ -178,9 +178,11 @@ def test_bad_settings_stop_before_anything_is_written(tmp_path, binding, message
 
 
 def test_warm_start_from_a_deeper_model_lists_the_extra_layers(tmp_path):
-  configure(tmp_path / 'deep', 'TRAIN_STEPS = 1', 'ModelConfig.num_layers = 3')
+  configure(tmp_path / 'deep', 'TRAIN_STEPS = 1', 'ModelConfig.num_layers = 3',
+            'learning_rate_schedule.total_steps = 10')
   deep = trainer.train().state['params']
   configure(tmp_path / 'shallow', 'TRAIN_STEPS = 1',
+            'learning_rate_schedule.total_steps = 10',
             f"train.init_checkpoint = '{tmp_path / 'deep'}'")
   with pytest.raises(ValueError, match=r"(?s)does not fit this model \(\d+ "
                      r"difference\(s\)\):.*layers_2.*in the checkpoint .*not in "
@@ -221,7 +223,7 @@ def test_truncating_most_prefixes_stops_with_the_numbers(tmp_path):
 
 def test_truncations_are_reported_in_the_metrics(tmp_path):
   configure(tmp_path, "TASK = 'synthetic_qa_pause10'", 'TRAIN_STEPS = 1',
-            'TruncationLimit.max_fraction = 1.0')
+            'learning_rate_schedule.total_steps = 10', 'TruncationLimit.max_fraction = 1.0')
   metrics = dict(trainer.train().history)[1]
   assert 'truncated_examples' in metrics and 0 <= metrics['truncated_fraction'] <= 1
 
