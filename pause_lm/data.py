@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 from typing import Mapping
 
-from absl import logging
+import gin
 import seqio
 import tensorflow as tf
 
@@ -26,6 +26,10 @@ class TaskNotRegisteredError(ValueError):
 
 class DatasetNotPreparedError(RuntimeError):
   pass
+
+
+class TooManyTruncationsError(ValueError):
+  """More examples than allowed had their prefix cut to make room for pauses."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,34 +107,73 @@ def feature_converter(info: TaskInfo, pack: bool = False) -> seqio.FeatureConver
 
 
 class _TruncationCounter:
-  """Counts examples whose prefix was cut to make room for pauses, across a pipeline's life."""
+  """Counts examples, and those whose prefix was cut for pauses, across a pipeline's life."""
 
   def __init__(self, task_name: str):
     self.task_name = task_name
-    self.variable = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self.truncated = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self.examples = tf.Variable(0, dtype=tf.int64, trainable=False)
 
   def count(self, features):
-    self.variable.assign_add(tf.cast(features[preprocessors.TRUNCATED_KEY] > 0, tf.int64))
+    self.examples.assign_add(1)
+    self.truncated.assign_add(tf.cast(features[preprocessors.TRUNCATED_KEY] > 0, tf.int64))
     return features
 
-  @property
-  def value(self) -> int:
-    return int(self.variable.numpy())
+  def values(self) -> tuple[int, int]:
+    """(truncated, examples) so far."""
+    return int(self.truncated.numpy()), int(self.examples.numpy())
 
 
 _TRUNCATIONS: dict[str, _TruncationCounter] = {}
 
 
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TruncationLimit:
+  """When cutting prefixes for pauses stops a run.
+
+  Attributes:
+    max_fraction: Stop once more than this share of the examples seen had their prefix cut
+      (every token cut is question the model never sees).
+    min_examples: Judge only after this many examples, so one early long example does not
+      stop a run.
+  """
+  max_fraction: float = 0.01
+  min_examples: int = 200
+
+
 def truncated_examples() -> dict[str, int]:
-  """{task: examples whose prefix was cut for pauses so far}; logged by `log_truncations`."""
-  return {name: counter.value for name, counter in _TRUNCATIONS.items()}
+  """{task: examples whose prefix was cut for pauses so far}."""
+  return {name: counter.values()[0] for name, counter in _TRUNCATIONS.items()}
 
 
-def log_truncations() -> None:
-  for name, count in truncated_examples().items():
-    if count:
-      logging.warning("%s: %d examples had their prefix cut to make room for the pauses.",
-                      name, count)
+def check_truncation(task_name: str, limit: "TruncationLimit | None" = None) -> dict[str, float]:
+  """Truncation metrics of `task_name`'s pipelines so far (empty if they cut nothing).
+
+  Raises:
+    TooManyTruncationsError: See `limit_truncation`.
+  """
+  if task_name not in _TRUNCATIONS:
+    return {}
+  truncated, examples = _TRUNCATIONS[task_name].values()
+  limit_truncation(task_name, truncated, examples, limit)
+  return {"truncated_examples": float(truncated),
+          "truncated_fraction": truncated / max(examples, 1)}
+
+
+def limit_truncation(task_name: str, truncated: int, examples: int,
+                     limit: "TruncationLimit | None" = None) -> None:
+  """Raises TooManyTruncationsError if more than `limit.max_fraction` of at least
+  `limit.min_examples` examples had their prefix cut (training and evaluation call it)."""
+  limit = limit or TruncationLimit()
+  fraction = truncated / max(examples, 1)
+  if examples >= limit.min_examples and fraction > limit.max_fraction:
+    raise TooManyTruncationsError(
+        f"{task_name}: {truncated} of {examples} examples ({fraction:.1%}) had their prefix cut "
+        f"to make room for the pauses, above TruncationLimit.max_fraction="
+        f"{limit.max_fraction:g}. Raise SEQUENCE_LENGTH (the prefix gets SEQUENCE_LENGTH minus "
+        "the answer's tokens, and the pauses take their M from that), use fewer pauses, or "
+        "accept it with --gin.TruncationLimit.max_fraction=<share>.")
 
 
 def _raise_if_not_prepared(task_name: str, error: Exception):
@@ -169,8 +212,8 @@ def get_dataset(task_name: str, split: str, *, sequence_length: int | Mapping[st
   if preprocessors.TRUNCATED_KEY in ds.element_spec:
     counter = _TRUNCATIONS.setdefault(task_name, _TruncationCounter(task_name))
     ds = ds.map(counter.count)
-    # The counter's variable is state outside the pipeline; without this, saving the input
-    # position in a checkpoint refuses the stateful op. A log counter need not be restored.
+    # The counters' variables are state outside the pipeline; without this, saving the input
+    # position in a checkpoint refuses the stateful op. A counter need not be restored.
     options = tf.data.Options()
     options.experimental_external_state_policy = (
         tf.data.experimental.ExternalStatePolicy.IGNORE)

@@ -185,6 +185,7 @@ class TaskEvaluator:
     if self.truncated_prefixes:
       logging.warning('%s: %d examples had their prefix cut to make room for the pauses.',
                       task, self.truncated_prefixes)
+    data_lib.limit_truncation(task, self.truncated_prefixes, len(self.examples))
 
   def _candidate_rows(self, split: str, num_examples: int) -> int:
     """Rows of a rank-classification task that hold the first `num_examples` examples."""

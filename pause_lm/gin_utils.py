@@ -6,12 +6,17 @@ shorthand `--gin.NAME=value`, which is rewritten into a binding before absl
 parses the command line. Settings a run cannot do without are declared in the
 gin files as `NAME = %gin.REQUIRED`; gin itself happily passes that sentinel on
 when it reaches a function through a macro, so `parse_gin` checks for unset
-ones up front and fails with the flag that fixes it.
+ones up front and fails with the flag that fixes it. It is strict the other way
+too: a macro that no binding reads (`--gin.TRAIN_STEP=10` for `TRAIN_STEPS`)
+is an error, as gin's own unknown-name errors are, each with the nearest names.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+import difflib
+import inspect
 import os
 import pathlib
+import re
 
 from absl import app
 from absl import flags
@@ -40,6 +45,14 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 class MissingSettingError(ValueError):
   """A `%gin.REQUIRED` setting was never given a value."""
+
+
+class UnknownSettingError(MissingSettingError):
+  """A setting names no macro or configurable this run reads (usually a typo).
+
+  A subclass of MissingSettingError so that every entry point, which reports
+  that one as a usage error, reports this one the same way.
+  """
 
 
 def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
@@ -121,9 +134,84 @@ def parse_gin(
         '--gin_file=gin/quickstart.gin.')
   for path in [*gin_search_paths, os.fspath(REPO_ROOT)]:
     gin.add_config_file_search_path(path)
-  gin.parse_config_files_and_bindings(
-      gin_files, gin_bindings, finalize_config=False)
+  try:
+    gin.parse_config_files_and_bindings(
+        gin_files, gin_bindings, finalize_config=False)
+  except ValueError as e:
+    suggestion = _suggest_for_gin_error(str(e))
+    if suggestion is None:
+      raise
+    raise UnknownSettingError(f'{e}\n{suggestion}') from None
   check_required_settings()
+  check_unused_macros()
+
+
+def _macro_references(value) -> Iterator[str]:
+  """Names of the macros a bound value reads, however deeply it nests them."""
+  if isinstance(value, gin.config.ConfigurableReference):
+    selector = value.scoped_selector
+    if selector.endswith('/gin.macro'):
+      yield selector[:-len('/gin.macro')]
+  elif isinstance(value, dict):
+    for item in value.values():
+      yield from _macro_references(item)
+  elif isinstance(value, (list, tuple, set)):
+    for item in value:
+      yield from _macro_references(item)
+
+
+def check_unused_macros() -> None:
+  """Raises `UnknownSettingError` for macros that no binding reads.
+
+  A macro nothing reads is a typo (`TRAIN_STEP = 10` for `TRAIN_STEPS`): it
+  would be accepted and ignored, and the run would use the default.
+  """
+  defined, referenced = set(), set()
+  # gin has no public way to list bindings; the parsed config is read only.
+  for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
+    if selector == 'gin.macro':
+      defined.add(scope)
+    for value in params.values():
+      referenced.update(_macro_references(value))
+  unused = sorted(defined - referenced)
+  if not unused:
+    return
+  lines = ['These gin macros are set but nothing reads them (a typo?):']
+  for name in unused:
+    close = difflib.get_close_matches(name, sorted(referenced), n=3, cutoff=0.6)
+    hint = f' Did you mean {", ".join(close)}?' if close else (
+        ' Known macros: ' + ', '.join(sorted(referenced)) + '.')
+    lines.append(f'  {name}:{hint}')
+  lines.append('Fix the name, or remove the setting.')
+  raise UnknownSettingError('\n'.join(lines))
+
+
+def _suggest_for_gin_error(message: str) -> str | None:
+  """The nearest known names for gin's unknown-configurable or -parameter errors."""
+  # gin has no public listing of configurables; the registry is read only.
+  registry = gin.config._REGISTRY  # pylint: disable=protected-access
+  unknown = re.match(r"No configurable matching '([^']+)'", message)
+  if unknown:
+    names = set()
+    for selector, _ in registry.items():
+      names.update({selector, selector.rsplit('.', 1)[-1]})
+    close = difflib.get_close_matches(unknown.group(1), sorted(names), n=3,
+                                      cutoff=0.6)
+    return (f'Did you mean {", ".join(close)}?' if close else
+            'Check the name, and that a gin file imports its module.')
+  unknown = re.match(
+      r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'",
+      message)
+  if unknown:
+    configurable = registry.get_match(unknown.group(1))
+    if configurable is None:
+      return None
+    params = list(inspect.signature(configurable.wrapped).parameters)
+    close = difflib.get_close_matches(unknown.group(2), params, n=3,
+                                      cutoff=0.6)
+    return (f'Did you mean {", ".join(close)}?' if close else
+            f'Its parameters: {", ".join(params)}.')
+  return None
 
 
 def check_required_settings() -> None:

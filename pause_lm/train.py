@@ -15,19 +15,32 @@ per-device memory instead of training (see pause_lm/aot.py).
 """
 
 from collections.abc import Sequence
+import sys
 
 from absl import flags
 from absl import logging
 
 from pause_lm import aot
+from pause_lm import checkpointing
+from pause_lm import data
 from pause_lm import distributed
 from pause_lm import gin_utils
+from pause_lm import run_lock
+from pause_lm import settings_check
 from pause_lm import trainer
 
 _COMPILE_ONLY = flags.DEFINE_bool(
     'compile_only', False,
     'Compile the train step ahead of time, print its per-device memory and '
     'exit without training.')
+
+# Errors whose message says what happened and how to fix it: printed last,
+# without a traceback, and the process exits 1 (docs/reliability.md).
+_STOPPING_ERRORS = (
+    run_lock.RunLockedError, settings_check.SettingValueError,
+    checkpointing.UnsafeStateError, checkpointing.DamagedCheckpointError,
+    checkpointing.CheckpointSaveError, trainer.NonFiniteError,
+    data.TooManyTruncationsError)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -40,7 +53,11 @@ def main(argv: Sequence[str]) -> None:
   if _COMPILE_ONLY.value:
     aot.run_from_gin()
     return
-  trainer.train()
+  try:
+    trainer.train()
+  except _STOPPING_ERRORS as e:
+    logging.error('%s: %s', type(e).__name__, e)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

@@ -35,6 +35,8 @@ from pause_lm import evaluation
 from pause_lm import gin_utils
 from pause_lm import model as model_lib
 from pause_lm import optimizer as optimizer_lib
+from pause_lm import run_lock
+from pause_lm import settings_check
 from pause_lm import sharding
 
 State = dict[str, Any]  # {'step': int32 scalar, 'params': ..., 'opt_state': ...}
@@ -307,6 +309,8 @@ class _MetricsBuffer:
 
 
 @gin.configurable(denylist=['mesh'])
+@settings_check.validated  # Settings first: nothing is written before.
+@run_lock.exclusive  # Then MODEL_DIR's lock, before anything else.
 def train(
     model_dir: str = gin.REQUIRED,
     task: str = gin.REQUIRED,
@@ -433,6 +437,7 @@ def train(
         if step % log_every_steps == 0 or last:
           buffer.check_finite(checkpointer.latest_step())
           summary = buffer.summarize()
+          summary.update(data_lib.check_truncation(task))
           now = time.perf_counter()
           if step > timer[1]:
             steps_per_sec = (step - timer[1]) / (now - timer[0])
@@ -445,6 +450,7 @@ def train(
           history.append((step, summary))
         if evaluator and (step % eval_every_steps == 0 or last):
           writer.write_scalars(step, evaluator(state['params'], step))
+        checkpointer.check_background_save()
         if checkpointer.should_save(step) or last:
           buffer.check_finite(checkpointer.latest_step())
           checkpointer.save(step, state, train_iter, run_info)
@@ -473,16 +479,18 @@ def _restore_or_initialize(
     seed: int,
     init_checkpoint: str | None,
 ) -> State:
-  """Resumes from the run's latest checkpoint, else INIT_CHECKPOINT, else random."""
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    logging.info('Resuming from %s/%d%s.', checkpointer.directory, latest,
+  """Resumes from the run's newest intact checkpoint, else INIT_CHECKPOINT, else random."""
+  resumed = checkpointer.latest_intact(abstract_state, train_iter, run_info)
+  if resumed is not None:
+    logging.info('Resumed from %s/%d%s.', checkpointer.directory, resumed[0],
                  ' (INIT_CHECKPOINT is ignored on resume)'
                  if init_checkpoint else '')
-    return checkpointer.restore(latest, abstract_state, train_iter, run_info)
+    return resumed[1]
   if init_checkpoint:
-    params = checkpointing.load_params(init_checkpoint,
-                                       abstract_state['params'])
+    params = checkpointing.load_params(
+        init_checkpoint, abstract_state['params'],
+        initial_params=lambda: jax.jit(init, out_shardings=state_shardings)(
+            jax.random.key(seed))['params'])
     fresh = jax.jit(
         lambda p: {'step': jnp.zeros((), jnp.int32), 'params': p,
                    'opt_state': optimizer.init(p)},

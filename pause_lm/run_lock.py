@@ -1,0 +1,214 @@
+"""One run per MODEL_DIR: a lock file that a second run refuses to start past.
+
+Two runs writing one MODEL_DIR (a double launch, a retry script) overwrite
+each other's checkpoints and mix their logs, and both exit 0. So process 0
+creates `MODEL_DIR/run.lock` before anything else is written there, with the
+host, pid, start time and command of its holder, and deletes it on exit
+(exceptions included). A second run stops at once and names the holder.
+
+A lock left by a run that is provably gone (same host, pid no longer running,
+e.g. after kill -9) is taken over with a warning. Any other lock stays until
+its holder exits or someone breaks it deliberately: `RunLock.break_lock =
+True` (`--gin.RunLock.break_lock=True`), for a holder on another host that is
+known to be dead. See docs/reliability.md for what the lock can and cannot
+guarantee on object stores.
+"""
+
+import dataclasses
+import datetime
+import errno
+import functools
+import inspect
+import json
+import os
+import socket
+import sys
+
+from absl import logging
+from etils import epath
+import gin
+import jax
+import numpy as np
+
+LOCK_FILENAME = 'run.lock'
+
+
+class RunLockedError(RuntimeError):
+  """MODEL_DIR is held by another run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+  """Who holds a lock: enough to find the process and to tell runs apart."""
+  host: str
+  pid: int
+  start_time: str
+  command: str
+
+  @classmethod
+  def this_process(cls) -> 'Holder':
+    return cls(host=socket.gethostname(), pid=os.getpid(),
+               start_time=datetime.datetime.now(datetime.timezone.utc)
+               .isoformat(timespec='seconds'),
+               command=' '.join(sys.argv))
+
+  def describe(self) -> str:
+    return (f'pid {self.pid} on host {self.host}, started {self.start_time}, '
+            f'command: {self.command}')
+
+  def is_provably_gone(self) -> bool:
+    """True only for a holder on this host whose pid no longer runs."""
+    if self.host != socket.gethostname():
+      return False
+    try:
+      os.kill(self.pid, 0)
+    except ProcessLookupError:
+      return True
+    except PermissionError:  # Runs, as another user.
+      return False
+    return False
+
+
+def _is_url(path: epath.Path) -> bool:
+  return '://' in os.fspath(path)
+
+
+@gin.configurable
+class RunLock:
+  """The MODEL_DIR lock of this process (use `hold`, not this, from a trainer).
+
+  Attributes:
+    path: The lock file.
+  """
+
+  def __init__(self, model_dir: epath.PathLike, break_lock: bool = False):
+    """Creates (does not take) the lock of `model_dir`.
+
+    Args:
+      model_dir: The run's output folder.
+      break_lock: Take the lock even if another run holds it. Only for a
+        holder known to be gone (e.g. a dead host): two live runs on one
+        MODEL_DIR destroy each other's checkpoints.
+    """
+    self.path = epath.Path(model_dir) / LOCK_FILENAME
+    self._break_lock = break_lock
+    self._holder = Holder.this_process()
+    self._held = False
+
+  def acquire(self) -> None:
+    """Takes the lock, or raises RunLockedError naming its holder."""
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    if self._try_create():
+      return
+    holder = self._read_holder()
+    if holder is None:
+      # Deleted between our attempt and the read: its holder just exited.
+      if self._try_create():
+        return
+      holder = self._read_holder()
+    if holder is not None and holder.is_provably_gone():
+      logging.warning('Taking over the lock %s of a run that is gone (%s).',
+                      self.path, holder.describe())
+    elif self._break_lock:
+      logging.warning('Breaking the lock %s held by %s (RunLock.break_lock).',
+                      self.path, holder.describe() if holder else 'unknown')
+    else:
+      raise RunLockedError(
+          f'{self.path.parent} is in use by another run: '
+          f'{holder.describe() if holder else "unreadable lock file"}.\n'
+          'Two runs on one MODEL_DIR overwrite each other\'s checkpoints. Wait '
+          'for that run to end or stop it, or use another MODEL_DIR. If it is '
+          'gone (e.g. its host died), rerun with '
+          '--gin.RunLock.break_lock=True.')
+    self.path.unlink(missing_ok=True)
+    if not self._try_create():
+      raise RunLockedError(
+          f'Another run took {self.path} while this one was taking over a '
+          f'stale lock: {self._read_holder()}.')
+
+  def release(self) -> None:
+    """Deletes the lock file if it is still ours."""
+    if not self._held:
+      return
+    self._held = False
+    if self._read_holder() == self._holder:
+      self.path.unlink(missing_ok=True)
+
+  def _try_create(self) -> bool:
+    text = json.dumps(dataclasses.asdict(self._holder), indent=2)
+    if _is_url(self.path):
+      # Object stores have no create-exclusive through epath: check, write and
+      # read back (a small race window remains; see docs/reliability.md).
+      if self.path.exists():
+        return False
+      self.path.write_text(text)
+      self._held = self._read_holder() == self._holder
+      return self._held
+    try:
+      fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                   0o644)
+    except FileExistsError:
+      return False
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+    self._held = True
+    return True
+
+  def _read_holder(self) -> Holder | None:
+    try:
+      return Holder(**json.loads(self.path.read_text()))
+    except FileNotFoundError:
+      return None
+    except (ValueError, TypeError) as e:
+      logging.warning('Cannot read the lock file %s: %s', self.path, e)
+      return None
+    except OSError as e:
+      if e.errno == errno.ENOENT:
+        return None
+      raise
+
+
+def hold(model_dir: epath.PathLike) -> RunLock | None:
+  """Takes MODEL_DIR's lock on process 0; every process raises if it is held.
+
+  Returns:
+    The held lock on process 0 (release it when the run ends), else None.
+  """
+  lock, error = None, ''
+  if jax.process_index() == 0:
+    lock = RunLock(model_dir)
+    try:
+      lock.acquire()
+    except RunLockedError as e:
+      if jax.process_count() == 1:
+        raise
+      error = str(e)
+  if jax.process_count() > 1:
+    # Other processes must not write (checkpoint shards) unless 0 holds it.
+    # pylint: disable-next=g-import-not-at-top
+    from jax.experimental import multihost_utils
+    failed = multihost_utils.broadcast_one_to_all(np.int32(bool(error)))
+    if int(failed):
+      raise RunLockedError(error or f'{model_dir} is in use by another run '
+                           '(see the log of process 0).')
+  return lock
+
+
+def exclusive(train_fn):
+  """Decorates a trainer whose `model_dir` argument must be held while it runs."""
+  signature = inspect.signature(train_fn)
+
+  @functools.wraps(train_fn)
+  def wrapper(*args, **kwargs):
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    lock = hold(bound.arguments['model_dir'])
+    try:
+      return train_fn(*args, **kwargs)
+    finally:
+      if lock is not None:
+        lock.release()
+
+  # gin reads parameters with getfullargspec, which honours __signature__.
+  wrapper.__signature__ = signature
+  return wrapper
