@@ -16,7 +16,6 @@ from pause_lm import console
 from pause_lm import gin_utils
 from pause_lm.model import Decoder, ModelConfig
 
-FLAGS = flags.FLAGS
 _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "Sequence length for FLOPs/token "
                                 "(default: the config's max_len).")
 

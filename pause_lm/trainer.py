@@ -453,6 +453,7 @@ def train(
           progress.report(step, summary)
         if evaluator and (step % eval_every_steps == 0 or last):
           writer.write_scalars(step, evaluator(state['params'], step))
+          timer = (time.perf_counter(), step)  # Not in the training throughput.
         if checkpointer.should_save(step) or last:
           buffer.check_finite(checkpointer.latest_step())
           checkpointer.save(step, state, train_iter, run_info)
