@@ -13,16 +13,20 @@ that gin sees each configurable once).
 from collections.abc import Sequence
 import json
 
-from absl import logging
+# First: TensorFlow's start-up lines are printed as it is imported.
+from pause_lm import console  # pylint: disable=g-bad-import-order
 
+console.quiet_tensorflow_import()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from pause_lm import evaluation
 from pause_lm import gin_utils
-
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 def main(argv: Sequence[str]) -> None:
   gin_utils.reject_positional_args(argv)
-  logging.set_verbosity(logging.INFO)
+  console.setup_logging()
   gin_utils.parse_settings()
   result = evaluation.evaluate()
   print(json.dumps({'task': result.task, 'num_inference_pauses': result.num_pauses,

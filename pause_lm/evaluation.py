@@ -180,12 +180,26 @@ class TaskEvaluator:
         sequence_length=self.lengths, num_examples=rows, shuffle=False,
         logger_cls=(_Recorder,), log_dir=_IN_MEMORY, async_compute_metrics=False)
     self.examples = list(self._evaluator.cached_task_datasets[task].as_numpy_iterator())
+    self.num_examples = (len({int(ex['idx'][0]) for ex in self.examples}) if self.scoring
+                         else len(self.examples))
+    if progress:
+      logging.info('%s', self.describe(split))
     self.truncated_prefixes = sum(
         int(ex.get(preprocessors.TRUNCATED_KEY, 0) > 0) for ex in self.examples)
     if self.truncated_prefixes:
       logging.warning('%s: %d examples had their prefix cut to make room for the pauses.',
                       task, self.truncated_prefixes)
     data_lib.limit_truncation(task, self.truncated_prefixes, len(self.examples))
+
+  def describe(self, split: str) -> str:
+    """What will be evaluated: how many examples of how many, in how many batches."""
+    available = data_lib.get_task(self.task).num_input_examples(split)
+    of = f' of {available:,}' if available else ''
+    rows = (f' ({len(self.examples):,} candidate rows)' if self.scoring else '')
+    batches = math.ceil(len(self.examples) / self.batch_size)
+    return (f'Evaluating {self.task} on {self.num_examples:,}{of} {split} examples{rows}, '
+            f'{batches:,} batches of {self.batch_size} (set how many with '
+            '--gin.NUM_EXAMPLES; None for the whole split).')
 
   def _candidate_rows(self, split: str, num_examples: int) -> int:
     """Rows of a rank-classification task that hold the first `num_examples` examples."""
@@ -203,7 +217,7 @@ class TaskEvaluator:
     total = math.ceil(int(dataset.cardinality()) / self.batch_size)
     batches = dataset.batch(self.batch_size).as_numpy_iterator()
     for indices, features in tqdm.tqdm(batches, total=total, desc=self.task, unit='batch',
-                                       disable=not self.progress):
+                                       disable=not self.progress, mininterval=2.0):
       real = len(indices)
       padded = {k: np.pad(v, [(0, self.batch_size - real)] + [(0, 0)] * (v.ndim - 1))
                 for k, v in features.items()}

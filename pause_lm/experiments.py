@@ -38,6 +38,7 @@ from absl import logging
 from etils import epath
 import gin
 
+from pause_lm import console
 from pause_lm import gin_utils
 from pause_lm import grid as grid_lib
 
@@ -164,6 +165,7 @@ def _record(grid: grid_lib.Grid, name: str, command: grid_lib.Command, seconds: 
 def _execute(command: grid_lib.Command) -> None:
   """Runs one command in this process, as its printed command line would."""
   # Imported here so that --print_commands starts without JAX and TensorFlow.
+  console.quiet_tensorflow_import()
   from pause_lm import evaluation  # pylint: disable=g-import-not-at-top
   from pause_lm import trainer  # pylint: disable=g-import-not-at-top
   _parse(command)
@@ -245,7 +247,7 @@ def run_grid(grid: grid_lib.Grid, only: str | None = None,
 
 def main(argv: Sequence[str]) -> None:
   gin_utils.reject_positional_args(argv)
-  logging.set_verbosity(logging.INFO)
+  console.setup_logging()
   grid = gin_utils.parse_settings(
       lambda: load_grid(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings))
   if _PRINT_COMMANDS.value:
@@ -257,5 +259,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   gin_utils.run(main)

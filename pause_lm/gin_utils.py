@@ -257,3 +257,23 @@ def write_operative_config(model_dir: str | os.PathLike[str]) -> None:
   model_dir = epath.Path(model_dir)
   model_dir.mkdir(parents=True, exist_ok=True)
   (model_dir / 'config.gin').write_text(gin.operative_config_str())
+
+
+def parse_optional_settings() -> bool:
+  """Parses --gin_file / --gin.* for a command that also runs without gin (`show`).
+
+  With files this is `parse_settings`; bindings alone (e.g. a local tokenizer,
+  `--gin.c4_vocabulary.spm_path=...`) bind configurables already imported.
+
+  Returns:
+    Whether any gin setting was given.
+  """
+  gin_files, gin_bindings = flags.FLAGS.gin_file, flags.FLAGS.gin_bindings
+  if gin_files:
+    parse_settings()
+  elif gin_bindings:
+    def parse_bindings():
+      gin.parse_config_files_and_bindings([], gin_bindings, finalize_config=False)
+      check_required_settings()
+    parse_settings(parse_bindings)
+  return bool(gin_files or gin_bindings)

@@ -2,6 +2,11 @@ r"""See what the model sees: decoded examples of a task, `<pause>` visible, weig
 
   python -m pause_lm.show --task=synthetic_pause_pretrain --n=2
   python -m pause_lm.show --task=synthetic_qa_pause10 --json
+  python -m pause_lm.show --gin_file=my_tasks.gin --task=my_task_pause4
+
+Like every pause-lm command it takes `--gin_file` / `--gin.NAME=value`: a gin file that imports
+your task module makes its tasks showable, and bindings such as
+`--gin.c4_vocabulary.spm_path="'/path/spiece.model'"` apply here as in training.
 
 In the text view each target token is printed as its piece; a target whose loss weight is 0
 (a `<pause>` target, a prefix token, padding) is wrapped in brackets, so `[<pause>]` marks the
@@ -11,12 +16,19 @@ positions the loss skips.
 import json
 import sys
 
-from absl import app
 from absl import flags
 
-from pause_lm import data
+# First: TensorFlow's start-up lines are printed as it is imported.
+from pause_lm import console  # pylint: disable=g-bad-import-order
 
-FLAGS = flags.DEFINE_string("task", None, "Registered task name.", required=True)
+console.quiet_tensorflow_import()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from pause_lm import data
+from pause_lm import gin_utils
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+_TASK = flags.DEFINE_string("task", None, "Registered task name.", required=True)
 _SPLIT = flags.DEFINE_string("split", "train", "Split to read.")
 _N = flags.DEFINE_integer("n", 3, "Number of examples.")
 _LENGTH = flags.DEFINE_integer("sequence_length", 256, "Decoder sequence length.")
@@ -48,10 +60,12 @@ def examples(task_name: str, split: str, n: int, sequence_length: int, seed: int
 
 
 def main(argv):
-  del argv
-  info = data.task_info(FLAGS.value)
-  vocabulary = data.get_task(FLAGS.value).output_features["targets"].vocabulary
-  for i, ex in enumerate(examples(FLAGS.value, _SPLIT.value, _N.value, _LENGTH.value,
+  gin_utils.reject_positional_args(argv)
+  console.setup_logging()
+  gin_utils.parse_optional_settings()
+  info = data.task_info(_TASK.value)
+  vocabulary = data.get_task(_TASK.value).output_features["targets"].vocabulary
+  for i, ex in enumerate(examples(_TASK.value, _SPLIT.value, _N.value, _LENGTH.value,
                                   _SEED.value)):
     if _JSON.value:
       record = {k: v.tolist() for k, v in ex.items()}
@@ -70,4 +84,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  gin_utils.run(main)

@@ -12,10 +12,10 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 
+from pause_lm import console
 from pause_lm import gin_utils
 from pause_lm.model import Decoder, ModelConfig
 
-FLAGS = flags.FLAGS
 _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "Sequence length for FLOPs/token "
                                 "(default: the config's max_len).")
 
@@ -73,12 +73,9 @@ def render(config: ModelConfig, seq_len: int | None = None) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  try:
-    gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
-  except gin_utils.MissingSettingError as e:
-    raise app.UsageError(str(e)) from None
+  gin_utils.reject_positional_args(argv)
+  console.setup_logging()
+  gin_utils.parse_settings()
   config = ModelConfig()
   if config.num_embeddings is None:
     raise app.UsageError("num_embeddings is unset: pass --gin.NUM_EMBEDDINGS=<rows>, "

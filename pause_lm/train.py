@@ -12,14 +12,23 @@ steps connect by themselves; elsewhere pass --coordinator_address=HOST:PORT
 --num_processes=N --process_id=I (see pause_lm/distributed.py and launch/).
 `--compile_only` compiles the step for the configured mesh and prints its
 per-device memory instead of training (see pause_lm/aot.py).
+
+The console shows one progress line per log interval and a summary line at
+the end; libraries' INFO lines are shown with --verbosity=0 or
+--logger_levels=NAME:INFO (see pause_lm/console.py).
 """
 
 from collections.abc import Sequence
 import sys
 
 from absl import flags
-from absl import logging
 
+# First: TensorFlow's start-up lines are printed as it is imported.
+from pause_lm import console  # pylint: disable=g-bad-import-order
+
+console.quiet_tensorflow_import()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from pause_lm import aot
 from pause_lm import checkpointing
 from pause_lm import data
@@ -28,6 +37,7 @@ from pause_lm import gin_utils
 from pause_lm import run_lock
 from pause_lm import settings_check
 from pause_lm import trainer
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _COMPILE_ONLY = flags.DEFINE_bool(
     'compile_only', False,
@@ -45,7 +55,7 @@ _STOPPING_ERRORS = (
 
 def main(argv: Sequence[str]) -> None:
   gin_utils.reject_positional_args(argv)
-  logging.set_verbosity(logging.INFO)
+  console.setup_logging()
   if not _COMPILE_ONLY.value:
     # Before anything queries devices: the device list is fixed at start-up.
     distributed.initialize_from_flags()

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from pause_lm import checkpointing
+from pause_lm import console
 from pause_lm import data as data_lib
 from pause_lm import distributed
 from pause_lm import evaluation
@@ -151,8 +152,8 @@ def make_train_step(
     targets = batch['decoder_target_tokens']
     metrics = {
         'loss': sums['cross_entropy'] / denominator,
-        'z_loss': sums['z_loss'] / denominator,
-        'accuracy': sums['correct'] / denominator,
+        # A percentage, as every accuracy pause-lm reports (t5's evaluation metrics are).
+        'token_accuracy': 100.0 * sums['correct'] / denominator,
         'weighted_tokens': sums['weight'],
         # Real (non-padding) positions only; padding targets are 0.
         'pause_share': jnp.sum(batch['decoder_input_tokens'] == pause_id) /
@@ -160,6 +161,8 @@ def make_train_step(
         'grad_norm': optax.global_norm(grads),
         'learning_rate': schedule(state['step']),
     }
+    if z_loss:
+      metrics['z_loss'] = sums['z_loss'] / denominator
     new_state = {'step': state['step'] + 1, 'params': params,
                  'opt_state': opt_state}
     return new_state, metrics
@@ -399,10 +402,12 @@ def train(
       out_shardings=(state_shardings, sharding.replicated(mesh)),
       donate_argnums=(0,))
 
+  # Its logging part is a library's INFO: shown with --logger_levels=clu:INFO.
   writer = metric_writers.create_default_writer(
       model_dir, just_logging=jax.process_index() > 0)
-  hooks = [periodic_actions.ReportProgress(
-      num_train_steps=train_steps, writer=writer, every_steps=log_every_steps)]
+  progress = console.ProgressReporter(train_steps,
+                                      enabled=jax.process_index() == 0)
+  hooks = []
   if profile_every_steps and jax.process_index() == 0:
     hooks.append(periodic_actions.Profile(
         logdir=model_dir, every_steps=profile_every_steps, every_secs=None))
@@ -415,6 +420,7 @@ def train(
   timer = (None, start_step)  # (time, step) when throughput was last measured
 
   step = start_step
+  saved_step = checkpointer.latest_step()
   try:
     with jax.set_mesh(mesh):
       while step < train_steps:
@@ -441,6 +447,7 @@ def train(
           now = time.perf_counter()
           if step > timer[1]:
             steps_per_sec = (step - timer[1]) / (now - timer[0])
+            summary['steps_per_sec'] = steps_per_sec
             summary['tokens_per_sec'] = steps_per_sec * tokens_per_step
             if device_peak:
               summary['mfu'] = (steps_per_sec * flops_per_step /
@@ -448,12 +455,15 @@ def train(
           timer = (now, step)
           writer.write_scalars(step, summary)
           history.append((step, summary))
+          progress.report(step, summary)
         if evaluator and (step % eval_every_steps == 0 or last):
           writer.write_scalars(step, evaluator(state['params'], step))
+          timer = (time.perf_counter(), step)  # Not in the training throughput.
         checkpointer.check_background_save()
         if checkpointer.should_save(step) or last:
           buffer.check_finite(checkpointer.latest_step())
           checkpointer.save(step, state, train_iter, run_info)
+          saved_step = step
         if preempted:
           logging.warning('Stopped at step %d after SIGTERM; checkpoint '
                           'saved. Rerun the same command to resume.', step)
@@ -465,6 +475,11 @@ def train(
     # Lets an in-flight save of a good state finish even when a step failed.
     checkpointer.wait_until_finished()
     checkpointer.close()
+  if jax.process_index() == 0:
+    console.log_run_summary(
+        step=step, total_steps=train_steps, seconds=progress.elapsed(),
+        metrics=history[-1][1] if history else None, model_dir=model_dir,
+        checkpoint_step=saved_step, stopped=step < train_steps)
   return TrainResult(step=step, state=state, history=history)
 
 

@@ -80,7 +80,7 @@ def test_sigterm_saves_a_restorable_checkpoint_and_exits_cleanly(tmp_path):
       cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
   try:
     for line in process.stderr:
-      if re.search(r'\[3\] .*loss=', line):
+      if re.search(r'step +3/100000 .*loss', line):
         break
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
