@@ -28,7 +28,7 @@ from pause_lm import model as model_lib
 
 _LENGTHS = flags.DEFINE_list("sequence_lengths", ["256", "2048"], "Pretraining chunk lengths.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Batch size.")
-_TOKENS = flags.DEFINE_integer("tokens_per_round", 81920,
+_TOKENS = flags.DEFINE_integer("tokens_per_round", 655360,
                                "Tokens (positions) timed per pipeline per round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 9, "Alternating rounds per pipeline.")
 _TRAIN_RATE = flags.DEFINE_float("train_tokens_per_s", None,
