@@ -4,11 +4,33 @@ import json
 import os
 import sys
 
+from absl import flags
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks'))
-import accelerator_check  # pylint: disable=g-import-not-at-top,wrong-import-position
-import vs_pytorch  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+def _import_benchmarks():
+  """Imports the scripts without their absl flags clashing with the package's (e.g. show's).
+
+  The scripts define flags at import, into the one global FLAGS that pause_lm's own
+  entry points use too; the tests never read them, so they are dropped again and the flags
+  defined before are put back.
+  """
+  saved = {name: flags.FLAGS[name] for name in list(flags.FLAGS)}
+  for name in saved:
+    delattr(flags.FLAGS, name)
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks'))
+  try:
+    import accelerator_check  # pylint: disable=g-import-not-at-top
+    import vs_pytorch  # pylint: disable=g-import-not-at-top
+  finally:
+    for name in list(flags.FLAGS):
+      delattr(flags.FLAGS, name)
+    for name, flag in saved.items():
+      flags.FLAGS[name] = flag
+  return accelerator_check, vs_pytorch
+
+
+accelerator_check, vs_pytorch = _import_benchmarks()
 
 
 @pytest.fixture(scope='module')
