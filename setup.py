@@ -53,5 +53,7 @@ setuptools.setup(
         # Accelerator builds of jax; install on top of the base set-up (see README).
         "tpu": ["jax[tpu]"],
         "cuda": ["jax[cuda12]"],
+        # benchmarks/vs_pytorch.py's peer only: never a runtime or test dependency.
+        "bench": ["torch", "transformers"],
     },
 )

@@ -22,6 +22,7 @@ slower.
 
 from collections.abc import Sequence
 import time
+from typing import Any, NamedTuple
 
 from absl import app
 from absl import flags
@@ -54,7 +55,7 @@ _PEAK_TFLOPS = flags.DEFINE_float(
     'peak_tflops', None, 'The chip\'s datasheet dense rate in --dtype, for the usual MFU.')
 
 # The paper's 130M/1B vocabulary: 32,296 tokenizer ids + 1 pause, padded.
-_NUM_EMBEDDINGS = 32384
+NUM_EMBEDDINGS = 32384
 
 
 def matmul_flops_per_sec(n: int, repeats: int = 5, dtype: str = 'float32') -> float:
@@ -71,19 +72,34 @@ def matmul_flops_per_sec(n: int, repeats: int = 5, dtype: str = 'float32') -> fl
   return 2 * n**3 / best
 
 
-def time_train_step(model_name: str, batch_size: int, sequence_length: int,
-                    steps: int, dtype: str = 'float32',
-                    remat_policy: str = 'none') -> dict[str, float]:
-  """Seconds per step of the trainer's jitted step for one model file."""
+class StepSetup(NamedTuple):
+  """A model's jitted train step (the trainer's own), its first state and one batch."""
+  config: model_lib.ModelConfig
+  step: Any
+  state: Any
+  batch: Any
+  mesh: Any
+
+
+def make_step(model_name: str, batch_size: int, sequence_length: int,
+              dtype: str = 'float32', remat_policy: str = 'none',
+              num_embeddings: int = NUM_EMBEDDINGS,
+              bindings: Sequence[str] = ()) -> StepSetup:
+  """`trainer.make_train_step` for gin/models/NAME.gin, jitted as `train` jits it.
+
+  Constant learning rate 1e-4, AdamW with the optimizer module's defaults
+  (b1 0.9, b2 0.95, eps 1e-8, weight decay 0.1 on matrices, clipping at
+  global norm 1). Inputs are random tokens.
+  """
   gin.clear_config()
   gin_utils.parse_gin(
       [f'gin/models/{model_name}.gin'],
-      [f'ModelConfig.num_embeddings = {_NUM_EMBEDDINGS}',
+      [f'ModelConfig.num_embeddings = {num_embeddings}',
        f"ModelConfig.dtype = '{dtype}'",
        f"ModelConfig.remat_policy = '{remat_policy}'",
        f'ModelConfig.max_len = {max(sequence_length, 512)}',
        'learning_rate_schedule.learning_rate = 1e-4',
-       "learning_rate_schedule.kind = 'constant'"])
+       "learning_rate_schedule.kind = 'constant'", *bindings])
   config = model_lib.ModelConfig()
   model = model_lib.Decoder(config)
   mesh = sharding.create_mesh()
@@ -93,7 +109,7 @@ def time_train_step(model_name: str, batch_size: int, sequence_length: int,
       model, optimizer, mesh, rules)
   state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
   rng = np.random.default_rng(0)
-  tokens = rng.integers(1, _NUM_EMBEDDINGS - 1, (batch_size, sequence_length),
+  tokens = rng.integers(1, num_embeddings - 1, (batch_size, sequence_length),
                         dtype=np.int32)
   batch = sharding.make_global_batch({
       'decoder_input_tokens': tokens,
@@ -102,11 +118,20 @@ def time_train_step(model_name: str, batch_size: int, sequence_length: int,
   }, mesh)
   step = jax.jit(
       trainer.make_train_step(model, optimizer, schedule, rules,
-                              pause_id=_NUM_EMBEDDINGS - 1, dropout_seed=0),
+                              pause_id=num_embeddings - 1, dropout_seed=0),
       in_shardings=(shardings, sharding.batch_sharding(mesh)),
       out_shardings=(shardings, sharding.replicated(mesh)),
       donate_argnums=(0,))
-  with jax.set_mesh(mesh):
+  return StepSetup(config, step, state, batch, mesh)
+
+
+def time_train_step(model_name: str, batch_size: int, sequence_length: int,
+                    steps: int, dtype: str = 'float32',
+                    remat_policy: str = 'none') -> dict[str, float]:
+  """Seconds per step of the trainer's jitted step for one model file."""
+  setup = make_step(model_name, batch_size, sequence_length, dtype, remat_policy)
+  state, step, batch = setup.state, setup.step, setup.batch
+  with jax.set_mesh(setup.mesh):
     state, metrics = step(state, batch)  # Compile.
     jax.block_until_ready(metrics)
     start = time.perf_counter()
@@ -120,7 +145,7 @@ def time_train_step(model_name: str, batch_size: int, sequence_length: int,
       'seconds_per_step': seconds,
       'tokens_per_sec': tokens_per_step / seconds,
       'model_flops_per_sec':
-          config.flops_per_token(sequence_length) * tokens_per_step / seconds,
+          setup.config.flops_per_token(sequence_length) * tokens_per_step / seconds,
   }
 
 

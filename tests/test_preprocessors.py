@@ -56,6 +56,16 @@ def test_insert_pauses_deterministic_per_seed_and_varies_across_seeds(seed):
   assert (run(seed) != run(seed + 1)).any()
 
 
+def test_insert_pauses_exact_positions_for_fixed_seeds():
+  # Pins the output for given seeds: any rewrite for speed must keep every position.
+  out = preprocessors.insert_pauses(tf.range(1, 21), tf.constant([3, 4], tf.int64), 99, 0.2)
+  assert out.numpy().tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 99, 13, 14, 15, 99, 16,
+                                  99, 17]
+  out = preprocessors.insert_pauses(tf.range(1, 31), tf.constant([123, 7], tf.int64), 99, 0.1)
+  assert out.numpy().tolist() == [1, 2, 3, 99, 4, 5, 6, 7, 8, 99, 9, 10, 11, 12, 13, 14, 15, 16,
+                                  17, 18, 19, 20, 21, 22, 23, 24, 99, 25, 26, 27]
+
+
 def test_paper_setting_inserts_205_pauses_in_2048():
   gaps = preprocessors.pause_gaps(tf.constant(2048), tf.constant([1, 2]), 0.1)
   assert gaps.shape == (205,)

@@ -1,0 +1,146 @@
+r"""The GPT-2 130M training step here and in PyTorch + Hugging Face, side by side in one run.
+
+  pip install -e '.[bench]'   # torch and transformers; never needed to train or test
+  python benchmarks/vs_pytorch.py [--rounds=5] [--steps=3] [--compile=true]
+
+Both sides train the same model on the same batch: gin/models/130m.gin (12 layers, 768 wide,
+3072 MLP, learned positions, pre-LayerNorm, biases, tanh GELU, untied output without bias) in
+float32, 8 x 256 random tokens, summed-then-averaged next-token cross-entropy over all 2,048
+targets, AdamW (lr 1e-4 constant, b1 0.9, b2 0.95, eps 1e-8, weight decay 0.1 on matrices
+only) behind global-norm clipping at 1. This project runs `trainer.make_train_step`, jitted
+as `train` jits it (benchmarks/train_step.py builds it); PyTorch runs transformers'
+`GPT2LMHeadModel` with SDPA attention, eagerly and (where it works) under `torch.compile`.
+The variants are timed in alternating rounds, so machine noise hits them alike, and the
+ratio of medians is printed against the faster PyTorch variant.
+"""
+
+from collections.abc import Callable, Sequence
+import os
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+import train_step as train_step_lib
+
+_ROUNDS = flags.DEFINE_integer('rounds', 5, 'Alternating rounds.')
+# --steps (per variant per round), --batch_size and --sequence_length are train_step.py's flags.
+# pylint: disable=protected-access
+_STEPS, _BATCH, _LENGTH = train_step_lib._STEPS, train_step_lib._BATCH, train_step_lib._LENGTH
+# pylint: enable=protected-access
+_MODEL = flags.DEFINE_string('model', '130m', 'gin/models/NAME.gin, on both sides.')
+_COMPILE = flags.DEFINE_bool('compile', True, 'Also time torch.compile of the model.')
+
+INSTALL_HINT = ("PyTorch and transformers are not installed. They live in this project's "
+                "optional 'bench' extra: pip install -e '.[bench]'")
+
+
+def jax_variant(model_name: str, batch_size: int, length: int):
+  """(name, step function) of this project's jitted train step; compiled on the first call."""
+  setup = train_step_lib.make_step(model_name, batch_size, length)
+  holder = {'state': setup.state}
+
+  def run():
+    with jax.set_mesh(setup.mesh):
+      holder['state'], metrics = setup.step(holder['state'], setup.batch)
+    jax.block_until_ready(metrics)
+
+  return setup.config, run
+
+
+def torch_variants(config, batch_size: int, length: int,
+                   use_compile: bool) -> list[tuple[str, Callable[[], None]]]:
+  """GPT2LMHeadModel training steps (eager and compiled) with this project's hyperparameters."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise SystemExit(f'{INSTALL_HINT} ({e})') from e
+  torch.set_num_threads(os.cpu_count() or 1)
+  gpt2 = transformers.GPT2Config(
+      vocab_size=config.num_embeddings, n_positions=config.max_len, n_embd=config.emb_dim,
+      n_layer=config.num_layers, n_head=config.num_heads, n_inner=config.mlp_dim,
+      activation_function='gelu_new', resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+      layer_norm_epsilon=1e-5, tie_word_embeddings=False, bos_token_id=None,
+      eos_token_id=None)
+  rng = np.random.default_rng(0)
+  tokens = torch.from_numpy(
+      rng.integers(1, config.num_embeddings - 1, (batch_size, length)).astype(np.int64))
+  targets = torch.roll(tokens, -1, dims=1)
+
+  def make(name, compiled):
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel._from_config(  # pylint: disable=protected-access
+        gpt2, attn_implementation='sdpa', dtype=torch.float32)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim == 2 and 'wte' not in n
+             and 'wpe' not in n]
+    no_decay = [p for n, p in model.named_parameters() if not any(p is q for q in decay)]
+    optimizer = torch.optim.AdamW(
+        [{'params': decay, 'weight_decay': 0.1}, {'params': no_decay, 'weight_decay': 0.0}],
+        lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
+    forward = torch.compile(model) if compiled else model
+
+    def run():
+      optimizer.zero_grad(set_to_none=True)
+      logits = forward(input_ids=tokens).logits
+      loss = torch.nn.functional.cross_entropy(
+          logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+      optimizer.step()
+
+    return name, run
+
+  variants = [make('pytorch eager', False)]
+  if use_compile:
+    name, run = make('pytorch compile', True)
+    try:
+      run()  # Compiles; a machine without a working C++ toolchain fails here.
+      variants.append((name, run))
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'torch.compile does not work here, timing eager only: {type(e).__name__}: '
+            f'{str(e).splitlines()[0] if str(e) else ""}')
+  return variants
+
+
+def alternate(variants: Sequence[tuple[str, Callable[[], None]]], rounds: int,
+              steps: int) -> dict[str, list[float]]:
+  """Seconds per step of each variant, per round; every variant warms up first."""
+  for _, run in variants:
+    run()
+    run()
+  seconds = {name: [] for name, _ in variants}
+  for _ in range(rounds):
+    for name, run in variants:
+      start = time.perf_counter()
+      for _ in range(steps):
+        run()
+      seconds[name].append((time.perf_counter() - start) / steps)
+  return seconds
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  batch, length = _BATCH.value, _LENGTH.value
+  config, jax_run = jax_variant(_MODEL.value, batch, length)
+  variants = [('pause_lm (jax)', jax_run)]
+  variants += torch_variants(config, batch, length, _COMPILE.value)
+  seconds = alternate(variants, _ROUNDS.value, _STEPS.value)
+  tokens = batch * length
+  rate = {name: tokens / statistics.median(s) for name, s in seconds.items()}
+  print(f'{_MODEL.value} float32, batch {batch} x {length}, {_ROUNDS.value} rounds x '
+        f'{_STEPS.value} steps, {os.cpu_count()} CPU threads; tokens/s (median, min-max):')
+  for name, s in seconds.items():
+    print(f'  {name:16s} {rate[name]:8.0f}  ({tokens / max(s):.0f}-{tokens / min(s):.0f})')
+  peers = {name: r for name, r in rate.items() if name.startswith('pytorch')}
+  fastest = max(peers, key=peers.get)
+  print(f'pause_lm / {fastest}: {rate["pause_lm (jax)"] / peers[fastest]:.2f}x '
+        f'(target >= 1.2x)')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,80 @@
+"""The benchmarks' CPU paths, so a first accelerator run is not their debugging session."""
+
+import json
+import os
+import sys
+
+from absl import flags
+import pytest
+
+
+def _import_benchmarks():
+  """Imports the scripts without their absl flags clashing with the package's (e.g. show's).
+
+  The scripts define flags at import, into the one global FLAGS that pause_lm's own
+  entry points use too; the tests never read them, so they are dropped again and the flags
+  defined before are put back.
+  """
+  saved = {name: flags.FLAGS[name] for name in list(flags.FLAGS)}
+  for name in saved:
+    delattr(flags.FLAGS, name)
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks'))
+  try:
+    import accelerator_check  # pylint: disable=g-import-not-at-top
+    import vs_pytorch  # pylint: disable=g-import-not-at-top
+  finally:
+    for name in list(flags.FLAGS):
+      delattr(flags.FLAGS, name)
+    for name, flag in saved.items():
+      flags.FLAGS[name] = flag
+  return accelerator_check, vs_pytorch
+
+
+accelerator_check, vs_pytorch = _import_benchmarks()
+
+
+@pytest.fixture(scope='module')
+def tiny_check():
+  return accelerator_check.run_check(tiny=True, steps=1, repeats=1, prefix_len=8,
+                                     decode_len=2, decode_batch=1, peak_tflops=None)
+
+
+def test_accelerator_check_tiny_measures_every_part(tiny_check):
+  result = json.loads(json.dumps(tiny_check))  # the file main writes holds exactly this
+  step = result['train_step']
+  assert 'error' not in step, step
+  assert step['model'] == 'tiny' and step['dtype'] == 'bfloat16'
+  assert step['loss_finite'] and step['tokens_per_sec'] > 0
+  assert 0 < step['fraction_of_matmul']
+  assert step['mfu'] is None  # a CPU has no datasheet peak
+  memory = result['memory']
+  # Arguments hold float32 parameters and two Adam moments at least.
+  assert memory['argument_size_in_bytes'] >= 3 * 4 * step['params']
+  assert memory['peak_bytes'] > memory['temp_size_in_bytes'] > 0
+  attention = result['attention']
+  assert attention['xla']['median_ms'] > 0
+  decode = result['decode']
+  assert 'error' not in decode, decode
+  assert [decode[f'M={m}']['ratio_to_M=0'] > 0 for m in (0, 10, 50)] == [True] * 3
+  assert decode['M=0']['ratio_to_M=0'] == 1.0
+
+
+def test_accelerator_check_records_an_unavailable_kernel_instead_of_stopping(tiny_check):
+  # No cuDNN on a CPU: the check still finishes and says why the field is missing.
+  assert 'error' in tiny_check['attention']['cudnn']
+  assert 'cudnn_speedup' not in tiny_check['attention']
+
+
+def test_accelerator_check_records_a_failing_part():
+  def broken():
+    raise ValueError('no such chip')
+
+  part = accelerator_check._guarded('broken', broken)  # pylint: disable=protected-access
+  assert part['error'] == 'ValueError: no such chip'
+  assert 'wall_seconds' in part
+
+
+def test_vs_pytorch_without_torch_says_how_to_install_it(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'torch', None)  # import torch now raises ImportError
+  with pytest.raises(SystemExit, match=r"pip install -e '\.\[bench\]'"):
+    vs_pytorch.torch_variants(None, 1, 8, use_compile=False)
