@@ -143,7 +143,13 @@ def parse_gin(
       raise
     raise UnknownSettingError(f'{e}\n{suggestion}') from None
   check_required_settings()
-  check_unused_macros()
+  check_unused_macros(_macro_names(gin_bindings))
+
+
+def _macro_names(bindings: Sequence[str]) -> set[str]:
+  """Macros a list of bindings sets (`NAME = value`; not `configurable.param = value`)."""
+  names = (binding.partition('=')[0].strip() for binding in bindings)
+  return {name for name in names if name and '.' not in name and '/' not in name}
 
 
 def _macro_references(value) -> Iterator[str]:
@@ -160,11 +166,14 @@ def _macro_references(value) -> Iterator[str]:
       yield from _macro_references(item)
 
 
-def check_unused_macros() -> None:
-  """Raises `UnknownSettingError` for macros that no binding reads.
+def check_unused_macros(candidates: set[str]) -> None:
+  """Raises `UnknownSettingError` for the `candidates` macros that no binding reads.
 
-  A macro nothing reads is a typo (`TRAIN_STEP = 10` for `TRAIN_STEPS`): it
-  would be accepted and ignored, and the run would use the default.
+  A macro set on the command line that nothing reads is a typo (`TRAIN_STEP = 10`
+  for `TRAIN_STEPS`): it would be accepted and ignored, and the run would use the
+  default. Macros a gin file defines are not checked: a model file's default
+  (`NUM_EMBEDDINGS = None`) is legitimately unread once a binding sets the
+  parameter it feeds directly.
   """
   defined, referenced = set(), set()
   # gin has no public way to list bindings; the parsed config is read only.
@@ -173,7 +182,7 @@ def check_unused_macros() -> None:
       defined.add(scope)
     for value in params.values():
       referenced.update(_macro_references(value))
-  unused = sorted(defined - referenced)
+  unused = sorted((defined - referenced) & candidates)
   if not unused:
     return
   lines = ['These gin macros are set but nothing reads them (a typo?):']

@@ -59,11 +59,19 @@ def configured_learning_rate():
 
 
 def task_num_pauses(task_name: str) -> int:
-  """M of a task: the `num_pauses` its append_pauses preprocessor adds (0 if none)."""
-  for step in data_lib.get_task(task_name).preprocessors:
-    if getattr(step, 'func', None) is preprocessors.append_pauses:
-      return int(step.keywords.get('num_pauses', 0))
-  return 0
+  """The most pauses a task (or any task of a mixture) adds to a prefix (0 if none).
+
+  A random-M variant (`max_pauses`) can draw its largest M for any example.
+  """
+  task = data_lib.get_task(task_name)
+  most = 0
+  for member in getattr(task, 'tasks', None) or [task]:
+    for step in member.preprocessors:
+      if getattr(step, 'func', None) is preprocessors.append_pauses:
+        keywords = step.keywords
+        most = max(most, int(keywords.get('max_pauses') or
+                             keywords.get('num_pauses', 0)))
+  return most
 
 
 def check_train_settings(*, task: str, train_steps, batch_size, sequence_length,

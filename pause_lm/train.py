@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import sys
 
 from absl import flags
+from absl import logging
 
 # First: TensorFlow's start-up lines are printed as it is imported.
 from pause_lm import console  # pylint: disable=g-bad-import-order

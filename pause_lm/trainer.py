@@ -497,7 +497,7 @@ def _restore_or_initialize(
   """Resumes from the run's newest intact checkpoint, else INIT_CHECKPOINT, else random."""
   resumed = checkpointer.latest_intact(abstract_state, train_iter, run_info)
   if resumed is not None:
-    logging.info('Resumed from %s/%d%s.', checkpointer.directory, resumed[0],
+    logging.info('Resuming from %s/%d%s.', checkpointer.directory, resumed[0],
                  ' (INIT_CHECKPOINT is ignored on resume)'
                  if init_checkpoint else '')
     return resumed[1]

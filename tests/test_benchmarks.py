@@ -15,18 +15,23 @@ def _import_benchmarks():
   entry points use too; the tests never read them, so they are dropped again and the flags
   defined before are put back.
   """
-  saved = {name: flags.FLAGS[name] for name in list(flags.FLAGS)}
-  for name in saved:
-    delattr(flags.FLAGS, name)
+  # absl keeps name -> Flag (short names included) in one dict; swap it out and back whole,
+  # since re-adding flags one by one trips over a flag's short name (e.g. 'v').
+  registry = flags.FLAGS._flags()  # pylint: disable=protected-access
+  saved = dict(registry)
+  registry.clear()
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks'))
   try:
     import accelerator_check  # pylint: disable=g-import-not-at-top
     import vs_pytorch  # pylint: disable=g-import-not-at-top
   finally:
-    for name in list(flags.FLAGS):
-      delattr(flags.FLAGS, name)
-    for name, flag in saved.items():
-      flags.FLAGS[name] = flag
+    # Keep what pause_lm modules imported on the way defined; drop the scripts' own flags.
+    package_flags = {id(flag) for module, module_flags in flags.FLAGS.flags_by_module_dict().items()
+                     if module.startswith('pause_lm') for flag in module_flags}
+    kept = {name: flag for name, flag in registry.items() if id(flag) in package_flags}
+    registry.clear()
+    registry.update(kept)
+    registry.update(saved)
   return accelerator_check, vs_pytorch
 
 

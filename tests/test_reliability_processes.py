@@ -27,7 +27,7 @@ def test_a_second_run_on_one_model_dir_stops_at_once_and_names_the_first(tmp_pat
       cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
   try:
     for line in first.stderr:
-      if re.search(r'\[4\] .*loss=', line):
+      if re.search(r'step +4/100000 .*loss', line):
         break
     config = (model_dir / 'config.gin').read_text()
     second = subprocess.run(
@@ -62,7 +62,7 @@ def test_a_failed_background_save_stops_training_with_the_cause_last(tmp_path):
   assert 'CheckpointSaveError: Writing a checkpoint to' in tail, tail
   assert 'No space left on device' in tail and 'newest complete checkpoint is step 1' in tail
   # Stopped promptly: the save of step 2 fails while step 3 runs.
-  steps = [int(m) for m in re.findall(r'\[(\d+)\] .*loss=', result.stderr)]
+  steps = [int(m) for m in re.findall(r'step +(\d+)/1000 .*loss', result.stderr)]
   assert max(steps) <= 4, steps
   assert not (model_dir / 'run.lock').exists()
 
