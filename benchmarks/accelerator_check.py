@@ -3,14 +3,15 @@ r"""One-shot check of a GPU (or TPU): the 1B step's MFU and memory, attention ke
   python benchmarks/accelerator_check.py --output=docs/results/accelerator_check_h100.json
   python benchmarks/accelerator_check.py --tiny --output=/tmp/check.json   # any CPU, seconds
 
-Writes one JSON with, measured in one process:
-- `train_step`: the 1B bfloat16 pretraining step (gin/models/1b.gin: scanned layers, remat
-  `dots_with_no_batch_dims_saveable`; the trainer's own jitted step) at --batch_size x
-  --sequence_length: seconds per step, tokens/s, model FLOP/s, MFU against the chip's datasheet
-  dense peak (`trainer.PEAK_FLOPS_BY_DEVICE_KIND`, or --peak_tflops; goal >= 50%), and the
-  same rate against a large matmul measured in the same run.
-- `memory`: XLA's compiled memory analysis of that step on one device (arguments, outputs,
-  temporaries, and the peak they add up to).
+Writes one JSON (rewritten after each part, so a run cut short keeps what it finished) with,
+measured in one process:
+- `train_step`: the 1B bfloat16 pretraining step (gin/models/1b.gin, scanned layers;
+  `train_state.jit_train_step`, the trainer's own step) at 8 x 2048 tokens, in three variants
+  (`STEP_VARIANTS`: the file as shipped, cuDNN attention, cuDNN attention without remat). Each
+  has seconds per step, tokens/s, model FLOP/s, MFU against the chip's datasheet dense peak
+  (`train_state.PEAK_FLOPS_BY_DEVICE_KIND`, or --peak_tflops; goal >= 50%), the same rate against
+  a large matmul measured in the same run, and `memory`: XLA's compiled memory analysis of the
+  step on one device (arguments, outputs, temporaries, and the peak they add up to).
 - `attention`: forward + backward of causal `jax.nn.dot_product_attention` at the model's
   shapes with implementation='xla' and 'cudnn' (the fused kernel; an error is recorded where it
   is unavailable, e.g. on CPUs), and their largest output difference.
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pause_lm import decoding
-from pause_lm import trainer
+from pause_lm import train_state
 import train_step as train_step_lib
 
 _OUTPUT = flags.DEFINE_string('output', 'accelerator_check.json', 'Where the JSON goes.')
@@ -47,6 +48,8 @@ _CHECK_REPEATS = flags.DEFINE_integer('check_repeats', 5, 'Timed runs per attent
 _PREFIX = flags.DEFINE_integer('prefix_len', 256, 'Decode: real prefix tokens before the pauses.')
 _DECODE_LEN = flags.DEFINE_integer('decode_len', 32, 'Decode: tokens generated.')
 _DECODE_BATCH = flags.DEFINE_integer('decode_batch_size', 1, 'Decode: batch size.')
+_BATCH = flags.DEFINE_integer('step_batch_size', 8, 'Train step: sequences of 2048 tokens.')
+_VARIANTS = flags.DEFINE_list('variants', None, 'Train-step variants to run (default: all).')
 _PAUSES = (0, 10, 50)
 
 # 1B step on one 80 GB GPU: 8 x 2048 tokens per step.
@@ -56,6 +59,14 @@ TINY = {'model': 'tiny', 'batch_size': 2, 'sequence_length': 32, 'dtype': 'bfloa
         'matmul_size': 256, 'num_embeddings': 512}
 _REMAT = 'dots_with_no_batch_dims_saveable'
 _TINY_BINDINGS = ('ModelConfig.scan_layers = True',)
+# Train-step variants, each timed and memory-checked on its own: the 1B file as shipped (XLA
+# attention, remat keeping the matmul outputs), then cuDNN's fused attention with that remat,
+# then cuDNN without remat (fastest if its activations fit). The first that runs is decoded.
+STEP_VARIANTS = (
+    ('1b_gin', _REMAT, None),
+    ('cudnn_attention', _REMAT, 'cudnn'),
+    ('cudnn_attention_no_remat', 'none', 'cudnn'),
+)
 
 
 def _guarded(name: str, fn: Callable[[], dict]) -> dict:
@@ -98,15 +109,17 @@ def memory_report(compiled) -> dict:
 
 
 def check_train_step(sizes: dict, steps: int, bindings: Sequence[str], peak: float | None,
-                     out: dict, trained: dict) -> dict:
+                     out: dict, trained: dict, remat: str = _REMAT,
+                     attention: str | None = None) -> dict:
   """Compiles the step once (ahead of time: its memory report), then times `steps` steps.
 
-  Puts the memory report into `out` and the config and trained parameters into `trained`
-  (decoding runs on them).
+  Puts the memory report into `out['memory']` and, unless `trained` already holds them, the
+  config and trained parameters into `trained` (decoding runs on them).
   """
-  setup = train_step_lib.make_step(sizes['model'], sizes['batch_size'],
-                                   sizes['sequence_length'], sizes['dtype'], _REMAT,
-                                   num_embeddings=sizes['num_embeddings'], bindings=bindings)
+  setup = train_step_lib.make_step(
+      sizes['model'], sizes['batch_size'], sizes['sequence_length'], sizes['dtype'], remat,
+      num_embeddings=sizes['num_embeddings'],
+      bindings=(*bindings, f'ModelConfig.attention_impl = {attention!r}'))
   with jax.set_mesh(setup.mesh):
     start = time.perf_counter()
     compiled = setup.step.lower(setup.state, setup.batch).compile()
@@ -123,9 +136,11 @@ def check_train_step(sizes: dict, steps: int, bindings: Sequence[str], peak: flo
   flops = setup.config.flops_per_token(sizes['sequence_length']) * tokens / seconds
   matmul = train_step_lib.matmul_flops_per_sec(sizes['matmul_size'], dtype=sizes['dtype'])
   loss = float(metrics['loss'])
-  trained.update(config=setup.config, params=state['params'])
+  if not trained:
+    trained.update(config=setup.config, params=state['params'])
   return {
-      'model': sizes['model'], 'dtype': sizes['dtype'], 'remat_policy': _REMAT,
+      'model': sizes['model'], 'dtype': sizes['dtype'], 'remat_policy': remat,
+      'attention_impl': attention or 'xla',
       'batch_size': sizes['batch_size'], 'sequence_length': sizes['sequence_length'],
       'params': int(sum(x.size for x in jax.tree.leaves(state['params']))),
       'compile_seconds': round(compile_seconds, 2), 'seconds_per_step': seconds,
@@ -193,36 +208,53 @@ def check_decode(params, config, batch: int, prefix_len: int, decode_len: int,
 
 
 def run_check(tiny: bool, steps: int, repeats: int, prefix_len: int, decode_len: int,
-              decode_batch: int, peak_tflops: float | None) -> dict:
-  """All parts, in one dict ready for JSON."""
-  sizes = TINY if tiny else FULL
+              decode_batch: int, peak_tflops: float | None,
+              save: Callable[[dict], None] = lambda out: None,
+              batch_size: int | None = None, variants: Sequence[str] | None = None) -> dict:
+  """All parts, in one dict ready for JSON; `save` gets it after each part."""
+  sizes = dict(TINY if tiny else FULL)
+  if batch_size:
+    sizes['batch_size'] = batch_size
   device = jax.devices()[0]
-  peak = trainer.peak_flops(peak_tflops * 1e12 if peak_tflops else None)
+  peak = train_state.peak_flops(peak_tflops * 1e12 if peak_tflops else None)
   out = {'device_kind': device.device_kind, 'platform': device.platform,
-         'device_count': jax.device_count(), 'jax_version': jax.__version__, 'tiny': tiny}
+         'device_count': jax.device_count(), 'jax_version': jax.__version__, 'tiny': tiny,
+         'train_step': {}}
   trained = {}
-  out['train_step'] = _guarded('train_step', lambda: check_train_step(
-      sizes, steps, _TINY_BINDINGS if tiny else (), peak, out, trained))
+  for name, remat, attention in STEP_VARIANTS:
+    if variants and name not in variants:
+      continue
+    part = {}
+    part.update(_guarded(name, lambda: check_train_step(
+        sizes, steps, _TINY_BINDINGS if tiny else (), peak, part, trained, remat, attention)))
+    out['train_step'][name] = part
+    save(out)
   if not trained:
     return out
   config, params = trained['config'], trained['params']
   out['attention'] = _guarded('attention', lambda: check_attention(
       config, sizes['batch_size'], sizes['sequence_length'], repeats))
+  save(out)
   out['decode'] = _guarded('decode', lambda: check_decode(
       params, config, decode_batch, prefix_len, decode_len, repeats))
+  save(out)
   return out
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   tiny = _TINY.value
+
+  def save(out):
+    with open(_OUTPUT.value, 'w') as f:
+      json.dump(out, f, indent=2, sort_keys=True)
+
   result = run_check(
       tiny, _CHECK_STEPS.value if not tiny else min(_CHECK_STEPS.value, 2),
       _CHECK_REPEATS.value if not tiny else min(_CHECK_REPEATS.value, 2),
       _PREFIX.value if not tiny else 16, _DECODE_LEN.value if not tiny else 4,
-      _DECODE_BATCH.value, train_step_lib._PEAK_TFLOPS.value)  # pylint: disable=protected-access
-  with open(_OUTPUT.value, 'w') as f:
-    json.dump(result, f, indent=2, sort_keys=True)
+      _DECODE_BATCH.value, train_step_lib._PEAK_TFLOPS.value,  # pylint: disable=protected-access
+      save, None if tiny else _BATCH.value, _VARIANTS.value)
   print(json.dumps(result, indent=2, sort_keys=True))
 
 

@@ -5,7 +5,8 @@ r"""Input-pipeline throughput: what pause injection costs, and how far the pipel
 
 For each sequence length, prints tokens/s of the plain SeqIO pretraining pipeline and of the
 pause one (the same chunks plus Algorithm 1), measured in alternating rounds in one process so
-machine noise hits both: the median and the spread (min-max) over rounds, and the cost of
+machine noise hits both (each round on a fresh, warmed-up iterator, the other pipeline's
+stopped): the median and the spread (min-max) over rounds, and the cost of
 injection as 1 - pause/plain of the medians. Tokens are every position of every batch
 (padding included, as the train step sees them); `real` counts non-padding targets only.
 It also prints the pause pipeline's real tokens per CPU-second (process CPU time: every
@@ -39,8 +40,10 @@ from pause_lm import vocab
 
 _LENGTHS = flags.DEFINE_list("sequence_lengths", ["256", "2048"], "Pretraining chunk lengths.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Batch size.")
-_TOKENS = flags.DEFINE_integer("tokens_per_round", 655360,
+_TOKENS = flags.DEFINE_integer("tokens_per_round", 2**21,
                                "Tokens (positions) timed per pipeline per round.")
+_WARMUP = flags.DEFINE_integer("warmup_tokens", 2**19,
+                               "Tokens read, untimed, from each round's fresh iterator first.")
 _ROUNDS = flags.DEFINE_integer("rounds", 9, "Alternating rounds per pipeline.")
 _TRAIN_RATE = flags.DEFINE_float("train_tokens_per_s", None,
                                  "Train-step consumption to compare against (tokens/s).")
@@ -69,9 +72,10 @@ def tokens_per_second_1b_gpu(sequence_length: int = 2048) -> float:
 
 
 def _iterator(task: str, length: int):
+  """A fresh iterator, warmed up (tf.data's threads, autotuning, the first batches)."""
   ds = data.get_dataset(task, "train", sequence_length=length, batch_size=_BATCH.value, seed=0)
   it = ds.as_numpy_iterator()
-  for _ in range(5):  # Warm up tf.data's threads and autotuning.
+  for _ in range(max(1, _WARMUP.value // (_BATCH.value * length))):
     next(it)
   return it
 
@@ -94,11 +98,14 @@ def _spread(values) -> str:
 
 def benchmark(length: int) -> dict[str, float]:
   """Alternating rounds of both pipelines at one length; prints and returns the medians."""
-  iterators = {name: _iterator(task, length) for name, task in TASKS.items()}
   rounds = {name: [] for name in TASKS}
   for _ in range(_ROUNDS.value):
-    for name, iterator in iterators.items():
+    for name, task in TASKS.items():
+      # One live pipeline at a time: an idle iterator's threads would keep filling its
+      # buffers during the other's round, taking that round's CPU and flattering its own.
+      iterator = _iterator(task, length)
       rounds[name].append(_one_round(iterator, length))
+      del iterator
   median = {}
   for name, task in TASKS.items():
     positions, real, per_cpu = zip(*rounds[name])

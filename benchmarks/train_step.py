@@ -35,7 +35,7 @@ from pause_lm import gin_utils
 from pause_lm import model as model_lib
 from pause_lm import optimizer as optimizer_lib
 from pause_lm import sharding
-from pause_lm import trainer
+from pause_lm import train_state
 
 _MODELS = flags.DEFINE_list('models', ['tiny', '130m'],
                             'Model gin files (gin/models/NAME.gin) to time.')
@@ -85,7 +85,7 @@ def make_step(model_name: str, batch_size: int, sequence_length: int,
               dtype: str = 'float32', remat_policy: str = 'none',
               num_embeddings: int = NUM_EMBEDDINGS,
               bindings: Sequence[str] = ()) -> StepSetup:
-  """`trainer.make_train_step` for gin/models/NAME.gin, jitted as `train` jits it.
+  """`train_state.jit_train_step` (the trainer's step) for gin/models/NAME.gin, jitted as `train` jits it.
 
   Constant learning rate 1e-4, AdamW with the optimizer module's defaults
   (b1 0.9, b2 0.95, eps 1e-8, weight decay 0.1 on matrices, clipping at
@@ -105,7 +105,7 @@ def make_step(model_name: str, batch_size: int, sequence_length: int,
   mesh = sharding.create_mesh()
   rules = sharding.logical_axis_rules()
   optimizer, schedule = optimizer_lib.create_optimizer()
-  init, _, shardings = trainer.abstract_state_and_shardings(
+  init, _, shardings = train_state.abstract_state_and_shardings(
       model, optimizer, mesh, rules)
   state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
   rng = np.random.default_rng(0)
@@ -116,12 +116,8 @@ def make_step(model_name: str, batch_size: int, sequence_length: int,
       'decoder_target_tokens': np.roll(tokens, -1, axis=1),
       'decoder_loss_weights': np.ones_like(tokens),
   }, mesh)
-  step = jax.jit(
-      trainer.make_train_step(model, optimizer, schedule, rules,
-                              pause_id=num_embeddings - 1, dropout_seed=0),
-      in_shardings=(shardings, sharding.batch_sharding(mesh)),
-      out_shardings=(shardings, sharding.replicated(mesh)),
-      donate_argnums=(0,))
+  step = train_state.jit_train_step(model, optimizer, schedule, rules, mesh, shardings,
+                                    pause_id=num_embeddings - 1, dropout_seed=0)
   return StepSetup(config, step, state, batch, mesh)
 
 

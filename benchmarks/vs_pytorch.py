@@ -7,8 +7,8 @@ Both sides train the same model on the same batch: gin/models/130m.gin (12 layer
 3072 MLP, learned positions, pre-LayerNorm, biases, tanh GELU, untied output without bias) in
 float32, 8 x 256 random tokens, summed-then-averaged next-token cross-entropy over all 2,048
 targets, AdamW (lr 1e-4 constant, b1 0.9, b2 0.95, eps 1e-8, weight decay 0.1 on matrices
-only) behind global-norm clipping at 1. This project runs `trainer.make_train_step`, jitted
-as `train` jits it (benchmarks/train_step.py builds it); PyTorch runs transformers'
+only) behind global-norm clipping at 1. This project runs the trainer's own jitted step
+(`train_state.jit_train_step`, built by benchmarks/train_step.py); PyTorch runs transformers'
 `GPT2LMHeadModel` with SDPA attention, eagerly and (where it works) under `torch.compile`.
 The variants are timed in alternating rounds, so machine noise hits them alike, and the
 ratio of medians is printed against the faster PyTorch variant.

@@ -31,7 +31,7 @@ from pause_lm import gin_utils
 from pause_lm import model as model_lib
 from pause_lm import optimizer as optimizer_lib
 from pause_lm import sharding
-from pause_lm import trainer
+from pause_lm import train_state
 
 _SIMULATED = flags.DEFINE_integer(
     'simulated_devices', None,
@@ -54,21 +54,17 @@ def compile_train_step(config: model_lib.ModelConfig, mesh: jax.sharding.Mesh,
   rules = sharding.logical_axis_rules()
   sharding.check_batch_size(batch_size, mesh, num_microbatches)
   optimizer, schedule = optimizer_lib.create_optimizer()
-  _, abstract_state, state_shardings = trainer.abstract_state_and_shardings(
+  _, abstract_state, state_shardings = train_state.abstract_state_and_shardings(
       model, optimizer, mesh, rules)
   batch_spec = sharding.batch_sharding(mesh)
   batch = {name: jax.ShapeDtypeStruct((batch_size, sequence_length),
                                       jnp.int32, sharding=batch_spec)
            for name in ('decoder_input_tokens', 'decoder_target_tokens',
                         'decoder_loss_weights', 'decoder_positions')}
-  step = jax.jit(
-      trainer.make_train_step(model, optimizer, schedule, rules,
-                              pause_id=pause_id, dropout_seed=0,
-                              z_loss=z_loss,
-                              num_microbatches=num_microbatches),
-      in_shardings=(state_shardings, batch_spec),
-      out_shardings=(state_shardings, sharding.replicated(mesh)),
-      donate_argnums=(0,))
+  step = train_state.jit_train_step(
+      model, optimizer, schedule, rules, mesh, state_shardings,
+      pause_id=pause_id, dropout_seed=0, z_loss=z_loss,
+      num_microbatches=num_microbatches)
   with jax.set_mesh(mesh):
     return step.lower(abstract_state, batch).compile()
 
@@ -118,7 +114,7 @@ def compile_from_gin(mesh: jax.sharding.Mesh | None = None
   sequence_length = train_args['sequence_length']
   if config.num_embeddings is None:
     info = data_lib.task_info(train_args['task'])
-    config = trainer.model_config_for_task(info, sequence_length)
+    config = train_state.model_config_for_task(info, sequence_length)
     pause_id = info.pause_id
   else:
     pause_id = config.num_embeddings - 1  # Memory does not depend on it.

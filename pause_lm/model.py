@@ -246,8 +246,11 @@ class Attention(nn.Module):
         # A generated token is a target: it sees everything up to and including itself.
         mask = (jnp.arange(key.shape[1])[None, :] <= index[:, None])[:, None, None, :]
 
-    out = jax.nn.dot_product_attention(query, key, value, mask=mask,
-                                       implementation=cfg.attention_impl)
+    # The configured kernel (cuDNN's fused one on GPUs) runs the plainly causal case it was
+    # measured on; masked attention (prefix-LM, packing, the KV cache) stays on XLA's.
+    out = jax.nn.dot_product_attention(
+        query, key, value, mask=mask, is_causal=mask is None,
+        implementation=cfg.attention_impl if mask is None else None)
     out = nn.with_logical_constraint(out, qkv_axes)
     return _HeadDense((cfg.emb_dim,), 2, ("heads", "kv", "embed"), ("embed",), cfg,
                       init_scale=1 / (2 * cfg.num_layers) ** 0.5, use_bias=cfg.dense_bias,
@@ -370,8 +373,11 @@ class Decoder(nn.Module):
     x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
+    # None means plainly causal: attention then takes `is_causal`, which cuDNN's fused kernel
+    # runs without materialising a [length, length] mask.
     mask = None
-    if cache_mode != "step":
+    if cache_mode != "step" and (decoder_causal_attention is not None or
+                                 decoder_segment_ids is not None):
       mask = attention_mask(length, decoder_causal_attention, decoder_segment_ids)
 
     block = DecoderBlock

@@ -38,21 +38,27 @@ def _import_benchmarks():
 accelerator_check, vs_pytorch = _import_benchmarks()
 
 
+_SAVED = []  # what the check hands its `save` after each part
+
+
 @pytest.fixture(scope='module')
 def tiny_check():
-  return accelerator_check.run_check(tiny=True, steps=1, repeats=1, prefix_len=8,
-                                     decode_len=2, decode_batch=1, peak_tflops=None)
+  return accelerator_check.run_check(
+      tiny=True, steps=1, repeats=1, prefix_len=8, decode_len=2, decode_batch=1,
+      peak_tflops=None, save=lambda out: _SAVED.append(json.dumps(out)))
 
 
 def test_accelerator_check_tiny_measures_every_part(tiny_check):
   result = json.loads(json.dumps(tiny_check))  # the file main writes holds exactly this
-  step = result['train_step']
+  step = result['train_step']['1b_gin']
   assert 'error' not in step, step
+  assert step['remat_policy'] == 'dots_with_no_batch_dims_saveable'
+  assert step['attention_impl'] == 'xla'
   assert step['model'] == 'tiny' and step['dtype'] == 'bfloat16'
   assert step['loss_finite'] and step['tokens_per_sec'] > 0
   assert 0 < step['fraction_of_matmul']
   assert step['mfu'] is None  # a CPU has no datasheet peak
-  memory = result['memory']
+  memory = step['memory']
   # Arguments hold float32 parameters and two Adam moments at least.
   assert memory['argument_size_in_bytes'] >= 3 * 4 * step['params']
   assert memory['peak_bytes'] > memory['temp_size_in_bytes'] > 0
@@ -68,6 +74,16 @@ def test_accelerator_check_records_an_unavailable_kernel_instead_of_stopping(tin
   # No cuDNN on a CPU: the check still finishes and says why the field is missing.
   assert 'error' in tiny_check['attention']['cudnn']
   assert 'cudnn_speedup' not in tiny_check['attention']
+  for variant in ('cudnn_attention', 'cudnn_attention_no_remat'):
+    assert 'error' in tiny_check['train_step'][variant]
+
+
+def test_accelerator_check_saves_after_every_part(tiny_check):
+  # A run cut off by a time limit still leaves every part it finished in the JSON.
+  parts = [sorted(json.loads(saved)) for saved in _SAVED]
+  assert len(_SAVED) == len(accelerator_check.STEP_VARIANTS) + 2
+  assert 'decode' not in parts[-2] and 'decode' in parts[-1]
+  assert json.loads(_SAVED[-1]) == json.loads(json.dumps(tiny_check))
 
 
 def test_accelerator_check_records_a_failing_part():

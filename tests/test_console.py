@@ -24,7 +24,7 @@ import tensorflow as tf
 from small_model import SMALL
 
 from pause_lm import console
-from pause_lm import trainer
+from pause_lm import train_state
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # The console may show, per log interval and per checkpoint save, at most this many lines.
@@ -111,7 +111,7 @@ def test_token_accuracy_is_a_percentage_and_z_loss_logged_only_when_used(z_loss)
   tokens = jnp.array([[1, 2, 3, 4]])
   params = model.init(jax.random.key(0), tokens)['params']
   predicted = jnp.argmax(model.apply({'params': params}, tokens), axis=-1)
-  step = trainer.make_train_step(model, optax.sgd(0.0), optax.constant_schedule(0.0), (),
+  step = train_state.make_train_step(model, optax.sgd(0.0), optax.constant_schedule(0.0), (),
                                  pause_id=7, dropout_seed=0, z_loss=z_loss)
   state = {'step': jnp.zeros((), jnp.int32), 'params': params,
            'opt_state': optax.sgd(0.0).init(params)}

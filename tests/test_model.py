@@ -110,6 +110,22 @@ def test_causal_attention_never_sees_the_future(family):
     assert np.abs(changed[:, j:] - base[:, j:]).max(axis=-1).min() > 1e-6
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_plain_causal_path_equals_the_explicit_causal_mask(family):
+  # Without prefix or segments attention runs `is_causal` (no mask array, cuDNN's fused kernel
+  # on GPUs); an all-zero prefix builds the explicit mask and must give the same logits.
+  config, params = _init(**FAMILIES[family])
+  tokens = _tokens(2, 10)
+  np.testing.assert_allclose(
+      _logits(params, config, tokens),
+      _logits(params, config, tokens, causal_attention=jnp.zeros_like(tokens)),
+      rtol=1e-6, atol=1e-6)
+
+
+def test_gpu_gin_file_selects_cudnn_attention():
+  assert _config_from_gin("gin/gpu.gin").attention_impl == "cudnn"
+
+
 def test_prefix_lm_is_bidirectional_over_the_prefix_only():
   config, params = _init()
   tokens = _tokens(2, 10)

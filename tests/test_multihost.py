@@ -109,7 +109,7 @@ def test_two_processes_match_one_and_resume_on_a_different_mesh(tmp_path):
 _RESHARD_SCRIPT = """
 import json, sys
 import jax, numpy as np
-from pause_lm import checkpointing, model, optimizer, sharding, trainer
+from pause_lm import checkpointing, model, optimizer, sharding, train_state
 
 config = model.ModelConfig(num_embeddings=64, num_layers=2, num_heads=2,
                            emb_dim=32, mlp_dim=64, max_len=16)
@@ -118,7 +118,7 @@ opt, _ = optimizer.create_optimizer(learning_rate_fn=lambda step: 1e-3)
 rules = sharding.logical_axis_rules()
 
 def state_on(mesh):
-  return trainer.abstract_state_and_shardings(decoder, opt, mesh, rules)
+  return train_state.abstract_state_and_shardings(decoder, opt, mesh, rules)
 
 def save(mesh, directory):
   init, _, shardings = state_on(mesh)

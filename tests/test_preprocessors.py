@@ -99,6 +99,47 @@ def test_inject_pauses_uses_seqio_seeds():
   assert len({tuple(np.flatnonzero(row == PAUSE)) for row in a}) == len(a)
 
 
+def _per_example_reference(ds, rate, map_seed):
+  """The first implementation: one seqio-seeded map of insert_pauses per chunk."""
+  with seqio.utils.map_seed_manager(map_seed):
+    @seqio.map_over_dataset(num_seeds=1)
+    def inject(features, seed):
+      return {**features, "targets": preprocessors.insert_pauses(
+          features["targets"], seed, PAUSE, rate)}
+    return [ex["targets"] for ex in inject(ds).as_numpy_iterator()]
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.0, 0.33])
+@pytest.mark.parametrize("map_seed", [1, 17])
+def test_batched_injection_equals_the_per_example_one(rate, map_seed):
+  # Chunks of every length (a document group's last chunk is short), more of them than one
+  # injection batch: every position, of every chunk, for the same seqio seed.
+  rng = np.random.default_rng(map_seed)
+  lengths = [*rng.integers(1, 300, preprocessors.INJECT_BATCH + 40), 2048, 2048, 1, 2, 3]
+  rows = [rng.integers(1, 200, n).astype(np.int32) for n in lengths]
+  ds = tf.data.Dataset.from_generator(
+      lambda: ({"targets": r} for r in rows),
+      output_signature={"targets": tf.TensorSpec([None], tf.int32)})
+  expected = _per_example_reference(ds, rate, map_seed)
+  with seqio.utils.map_seed_manager(map_seed):
+    got = [ex["targets"] for ex in preprocessors.inject_pauses(ds, FEATURES, rate=rate)
+           .as_numpy_iterator()]
+  assert len(got) == len(rows)
+  for want, have in zip(expected, got):
+    np.testing.assert_array_equal(have, want)
+
+
+def test_batched_injection_keeps_a_static_chunk_shape():
+  ds = tf.data.Dataset.from_tensor_slices({"targets": tf.reshape(tf.range(1, 1 + 5 * 64), [5, 64])})
+  out = preprocessors.inject_pauses(ds, FEATURES, rate=0.1)
+  assert out.element_spec["targets"].shape == [64]
+  expected = _per_example_reference(ds, 0.1, 3)
+  with seqio.utils.map_seed_manager(3):
+    got = [ex["targets"] for ex in preprocessors.inject_pauses(ds, FEATURES, rate=0.1)
+           .as_numpy_iterator()]
+  np.testing.assert_array_equal(np.stack(got), np.stack(expected))
+
+
 def test_inject_pauses_needs_a_pause_vocabulary():
   with pytest.raises(ValueError, match="PauseVocabulary"):
     preprocessors.inject_pauses(tf.data.Dataset.from_tensors({"targets": [1]}),

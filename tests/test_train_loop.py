@@ -10,6 +10,7 @@ import pytest
 
 from pause_lm import data
 from pause_lm import gin_utils
+from pause_lm import train_state
 from pause_lm import trainer
 from small_model import SMALL
 
@@ -33,7 +34,7 @@ def test_loss_counts_only_weighted_non_pause_targets():
   logits = jax.random.normal(jax.random.key(0), (1, 4, 8))
   batch = {'decoder_target_tokens': jnp.array([[1, pause_id, 2, 0]]),
            'decoder_loss_weights': jnp.array([[1, 1, 1, 0]])}
-  _, sums = trainer.loss_sums(logits, batch, pause_id, z_loss=0.0)
+  _, sums = train_state.loss_sums(logits, batch, pause_id, z_loss=0.0)
   log_probs = jax.nn.log_softmax(logits)
   expected = -(log_probs[0, 0, 1] + log_probs[0, 2, 2])
   assert float(sums['weight']) == 2.0
@@ -44,8 +45,8 @@ def test_z_loss_adds_the_squared_log_partition():
   logits = jnp.array([[[1.0, 2.0, 3.0]]])
   batch = {'decoder_target_tokens': jnp.array([[2]]),
            'decoder_loss_weights': jnp.array([[1]])}
-  plain, sums = trainer.loss_sums(logits, batch, pause_id=9, z_loss=0.0)
-  with_z, _ = trainer.loss_sums(logits, batch, pause_id=9, z_loss=0.5)
+  plain, sums = train_state.loss_sums(logits, batch, pause_id=9, z_loss=0.0)
+  with_z, _ = train_state.loss_sums(logits, batch, pause_id=9, z_loss=0.5)
   log_z = jax.nn.logsumexp(logits)
   np.testing.assert_allclose(with_z - plain, 0.5 * log_z**2, rtol=1e-6)
   assert float(sums['correct']) == 1.0
