@@ -115,7 +115,7 @@ def test_batched_injection_equals_the_per_example_one(rate, map_seed):
   # Chunks of every length (a document group's last chunk is short), more of them than one
   # injection batch: every position, of every chunk, for the same seqio seed.
   rng = np.random.default_rng(map_seed)
-  lengths = [*rng.integers(1, 300, preprocessors.INJECT_BATCH + 40), 2048, 2048, 1, 2, 3]
+  lengths = [*rng.integers(1, 300, preprocessors.INJECT_TOKENS // 2048 + 40), 2048, 2048, 1, 2, 3]
   rows = [rng.integers(1, 200, n).astype(np.int32) for n in lengths]
   ds = tf.data.Dataset.from_generator(
       lambda: ({"targets": r} for r in rows),
