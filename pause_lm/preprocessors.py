@@ -60,8 +60,9 @@ def insert_pauses_batch(tokens: np.ndarray, lengths: np.ndarray, seeds: np.ndarr
 
   Row b draws its gaps from `seeds[b]` as `pause_gaps` does (a stateless int32 draw is the
   uint32 stream modulo the range). Pause p of the row's sorted gaps lands at gap_p + p; the
-  tokens fill the other positions in order (past lengths[b], the padding does). All rows at once in NumPy, because a TF op per
-  chunk cost more than the whole injection (benchmarks/data_pipeline.py).
+  tokens fill the other positions in order (past lengths[b], the padding does). All rows at
+  once in NumPy, because a TF op per chunk cost more than the whole injection
+  (benchmarks/data_pipeline.py).
 
   Args:
     tokens: int [batch, width], row b's chunk in its first lengths[b] positions.
@@ -108,8 +109,9 @@ def _seqio_seed_dataset() -> tf.data.Dataset:
   return tf.data.Dataset.zip(tuple(tf.data.Dataset.random(seed=s) for s in pair))
 
 
-# Tokens per batched injection: 512 chunks of 256, 64 of 2048. Fewer cost more per chunk at
-# short lengths (8.4% of the pipeline at 128 chunks of 256, 3.0% at 512).
+# Tokens per batched injection: 512 chunks of 256, 64 of 2048. Smaller batches cost more per
+# chunk at short lengths (8.4% of the pipeline's throughput at 128 chunks of 256; 3.0-5.3% at
+# 512, benchmarks/data_pipeline.py on 2 cores).
 INJECT_TOKENS = 2**17
 _LENGTH_KEY = "_pause_lm_chunk_length"  # carried through the padded batch, then dropped
 
