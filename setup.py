@@ -46,7 +46,6 @@ setuptools.setup(
     # per folder); they install and import as `pause_lm.tasks`.
     packages=["pause_lm", "pause_lm.tasks"],
     package_dir={"pause_lm": "pause_lm", "pause_lm.tasks": "tasks"},
-    package_data={"pause_lm": ["data/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6", "pytest-xdist"],

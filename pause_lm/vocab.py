@@ -15,8 +15,8 @@ import seqio
 import tensorflow as tf
 
 PAUSE_TEXT = "<pause>"
-# T5's C4 SentencePiece model (32,000 pieces + 100 extra ids). It lives on GCS; set
-# `C4_VOCABULARY_PATH` (gin) to a local copy on machines without GCS access.
+# T5's C4 SentencePiece model (32,000 pieces + 100 extra ids). It lives on GCS; bind
+# `c4_vocabulary.spm_path` (gin) to a local copy on machines without GCS access.
 DEFAULT_C4_SPM_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
 DEFAULT_C4_EXTRA_IDS = 100
 EMBEDDING_ROW_MULTIPLE = 128
