@@ -85,7 +85,7 @@ def make_step(model_name: str, batch_size: int, sequence_length: int,
               dtype: str = 'float32', remat_policy: str = 'none',
               num_embeddings: int = NUM_EMBEDDINGS,
               bindings: Sequence[str] = ()) -> StepSetup:
-  """`train_state.jit_train_step` (the trainer's step) for gin/models/NAME.gin, jitted as `train` jits it.
+  """`train_state.jit_train_step`, the trainer's own jitted step, for gin/models/NAME.gin.
 
   Constant learning rate 1e-4, AdamW with the optimizer module's defaults
   (b1 0.9, b2 0.95, eps 1e-8, weight decay 0.1 on matrices, clipping at
