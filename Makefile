@@ -1,4 +1,5 @@
-# Two entry points on a fresh machine (Python 3.11): `make quickstart` and `make test`.
+# Two entry points on a fresh machine (Python 3.11): `make quickstart` and `make test`
+# (which runs `make lint` first; `make format` rewrites the files the formatter would change).
 # Both create .venv and install everything first; see README for why t5 goes in with --no-deps.
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -7,7 +8,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := requirements/constraints.txt
 QUICKSTART_DIR ?= runs/quickstart
 
-.PHONY: install quickstart test clean
+.PHONY: install quickstart lint format test clean
 
 install: $(VENV)/.installed
 
@@ -22,7 +23,16 @@ $(VENV)/.installed: setup.py $(CONSTRAINTS)
 quickstart: install
 	$(PY) -m pause_lm.train --gin_file=gin/quickstart.gin --gin.MODEL_DIR="'$(QUICKSTART_DIR)'"
 
-test: install
+# The linter and formatter first (settings in ruff.toml): a style slip fails in seconds.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test: lint
 	$(PY) -m pytest -q -n 2 tests
 
 clean:

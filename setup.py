@@ -10,49 +10,49 @@ runtime needs are listed here instead (see README, "Why t5 is installed with --n
 import setuptools
 
 INSTALL_REQUIRES = [
-    "jax>=0.9",
-    "flax>=0.12",
-    "optax>=0.2.5",
-    "orbax-checkpoint>=0.11",
-    "clu>=0.0.12",
-    "tensorboard",  # clu.metric_writers imports it; TF 2.21 no longer brings it in
-    "gin-config>=0.5",
-    "seqio>=0.0.19",
-    "tensorflow-datasets>=4.9.9",
-    "tensorflow>=2.19",
-    "tensorflow-text>=2.19",
-    "sentencepiece>=0.2",
-    "numpy",
-    # Hugging Face checkpoints and tokenizers in and out (never torch or transformers).
-    "safetensors>=0.4",
-    "tokenizers>=0.19",
-    "tqdm",
-    "matplotlib",
-    # Runtime needs of t5's metrics and preprocessors (t5 itself: see the module docstring).
-    "babel",
-    "rouge-score",
-    "sacrebleu",
-    "scikit-learn",
-    "editdistance",
-    "nltk",
+  'jax>=0.9',
+  'flax>=0.12',
+  'optax>=0.2.5',
+  'orbax-checkpoint>=0.11',
+  'clu>=0.0.12',
+  'tensorboard',  # clu.metric_writers imports it; TF 2.21 no longer brings it in
+  'gin-config>=0.5',
+  'seqio>=0.0.19',
+  'tensorflow-datasets>=4.9.9',
+  'tensorflow>=2.19',
+  'tensorflow-text>=2.19',
+  'sentencepiece>=0.2',
+  'numpy',
+  # Hugging Face checkpoints and tokenizers in and out (never torch or transformers).
+  'safetensors>=0.4',
+  'tokenizers>=0.19',
+  'tqdm',
+  'matplotlib',
+  # Runtime needs of t5's metrics and preprocessors (t5 itself: see the module docstring).
+  'babel',
+  'rouge-score',
+  'sacrebleu',
+  'scikit-learn',
+  'editdistance',
+  'nltk',
 ]
 
 setuptools.setup(
-    name="pause_lm",
-    version="0.1.0",
-    description="Pause-token training for decoder-only language models in JAX/Flax.",
-    python_requires=">=3.11",
-    # The repository keeps SeqIO task registrations in the top-level `tasks/` folder (one job
-    # per folder); they install and import as `pause_lm.tasks`.
-    packages=["pause_lm", "pause_lm.tasks"],
-    package_dir={"pause_lm": "pause_lm", "pause_lm.tasks": "tasks"},
-    install_requires=INSTALL_REQUIRES,
-    extras_require={
-        "test": ["pytest>=8", "hypothesis>=6", "pytest-xdist"],
-        # Accelerator builds of jax; install on top of the base set-up (see README).
-        "tpu": ["jax[tpu]"],
-        "cuda": ["jax[cuda12]"],
-        # benchmarks/vs_pytorch.py's peer only: never a runtime or test dependency.
-        "bench": ["torch", "transformers"],
-    },
+  name='pause_lm',
+  version='0.1.0',
+  description='Pause-token training for decoder-only language models in JAX/Flax.',
+  python_requires='>=3.11',
+  # The repository keeps SeqIO task registrations in the top-level `tasks/` folder (one job
+  # per folder); they install and import as `pause_lm.tasks`.
+  packages=['pause_lm', 'pause_lm.tasks'],
+  package_dir={'pause_lm': 'pause_lm', 'pause_lm.tasks': 'tasks'},
+  install_requires=INSTALL_REQUIRES,
+  extras_require={
+    'test': ['pytest>=8', 'hypothesis>=6', 'pytest-xdist', 'ruff'],
+    # Accelerator builds of jax; install on top of the base set-up (see README).
+    'tpu': ['jax[tpu]'],
+    'cuda': ['jax[cuda12]'],
+    # benchmarks/vs_pytorch.py's peer only: never a runtime or test dependency.
+    'bench': ['torch', 'transformers'],
+  },
 )

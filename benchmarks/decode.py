@@ -23,23 +23,28 @@ import numpy as np
 from pause_lm import decoding
 from pause_lm.model import Decoder, ModelConfig
 
-_SIZES = flags.DEFINE_list("sizes", ["tiny", "130m"], "gin/models/<size>.gin to benchmark.")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "4"], "Batch sizes.")
-_PAUSES = flags.DEFINE_list("pauses", ["0", "10", "50"], "Numbers of pauses M.")
-_PREFIX_LEN = flags.DEFINE_integer("prefix_len", 256, "Real prefix tokens before the pauses.")
-_DECODE_LEN = flags.DEFINE_integer("decode_len", 32, "Tokens generated.")
-_REPEATS = flags.DEFINE_integer("repeats", 7, "Timed runs per setting (median reported).")
+_SIZES = flags.DEFINE_list('sizes', ['tiny', '130m'], 'gin/models/<size>.gin to benchmark.')
+_BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['1', '4'], 'Batch sizes.')
+_PAUSES = flags.DEFINE_list('pauses', ['0', '10', '50'], 'Numbers of pauses M.')
+_PREFIX_LEN = flags.DEFINE_integer('prefix_len', 256, 'Real prefix tokens before the pauses.')
+_DECODE_LEN = flags.DEFINE_integer('decode_len', 32, 'Tokens generated.')
+_REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed runs per setting (median reported).')
 
 NUM_EMBEDDINGS = 32297  # the paper's table size
-VOCAB = 32100           # T5's SentencePiece vocabulary; the pause row is id VOCAB
+VOCAB = 32100  # T5's SentencePiece vocabulary; the pause row is id VOCAB
 
 
 def load_config(size):
   gin.clear_config()
   gin.parse_config_files_and_bindings(
-      [f"gin/models/{size}.gin"],
-      [f"NUM_EMBEDDINGS = {NUM_EMBEDDINGS}", "ModelConfig.dtype = 'float32'",
-       "ModelConfig.scan_layers = False", "ModelConfig.remat_policy = 'none'"])
+    [f'gin/models/{size}.gin'],
+    [
+      f'NUM_EMBEDDINGS = {NUM_EMBEDDINGS}',
+      "ModelConfig.dtype = 'float32'",
+      'ModelConfig.scan_layers = False',
+      "ModelConfig.remat_policy = 'none'",
+    ],
+  )
   return ModelConfig()
 
 
@@ -61,33 +66,48 @@ def generate_fn(params, config, tokens, pauses):
   prefixes = jnp.asarray(np.pad(tokens, ((0, 0), (0, pauses)), constant_values=VOCAB))
   lengths = jnp.full((batch,), prefix_len + pauses, jnp.int32)
   return lambda: decoding.generate(
-      params, config, prefixes, lengths, max_decode_len=_DECODE_LEN.value, prefix_lm=True,
-      eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB)
+    params,
+    config,
+    prefixes,
+    lengths,
+    max_decode_len=_DECODE_LEN.value,
+    prefix_lm=True,
+    eos_id=NUM_EMBEDDINGS,
+    vocab_limit=VOCAB,
+  )
 
 
 def main(argv):
   del argv
-  print(f"device: {jax.devices()[0].device_kind}, prefix {_PREFIX_LEN.value} tokens + M pauses, "
-        f"{_DECODE_LEN.value} generated tokens, {_REPEATS.value} runs each")
-  print(f"{'model':>6} {'batch':>5} {'M':>4} {'median (s)':>10} {'best (s)':>8} {'ms/token':>9} "
-        f"{'ratio med':>9} {'best':>6}")
+  print(
+    f'device: {jax.devices()[0].device_kind}, prefix {_PREFIX_LEN.value} tokens + M pauses, '
+    f'{_DECODE_LEN.value} generated tokens, {_REPEATS.value} runs each'
+  )
+  print(
+    f'{"model":>6} {"batch":>5} {"M":>4} {"median (s)":>10} {"best (s)":>8} {"ms/token":>9} '
+    f'{"ratio med":>9} {"best":>6}'
+  )
   rng = np.random.default_rng(0)
   for size in _SIZES.value:
     config = load_config(size)
     params = jax.jit(Decoder(config).init)(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
-    params = params["params"]
+    params = params['params']
     for batch in map(int, _BATCH_SIZES.value):
       tokens = rng.integers(1, VOCAB, (batch, _PREFIX_LEN.value)).astype(np.int32)
       pauses = [int(m) for m in _PAUSES.value]
       timings = interleaved_timings(
-          [generate_fn(params, config, tokens, m) for m in pauses], _REPEATS.value)
+        [generate_fn(params, config, tokens, m) for m in pauses], _REPEATS.value
+      )
       medians = [statistics.median(t) for t in timings]
       bests = [min(t) for t in timings]
       for m, median, best in zip(pauses, medians, bests):
-        print(f"{size:>6} {batch:>5} {m:>4} {median:>10.3f} {best:>8.3f} "
-              f"{1000 * median / _DECODE_LEN.value:>9.1f} {median / medians[0]:>8.2f}x "
-              f"{best / bests[0]:>6.2f}x", flush=True)
+        print(
+          f'{size:>6} {batch:>5} {m:>4} {median:>10.3f} {best:>8.3f} '
+          f'{1000 * median / _DECODE_LEN.value:>9.1f} {median / medians[0]:>8.2f}x '
+          f'{best / bests[0]:>6.2f}x',
+          flush=True,
+        )
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   app.run(main)

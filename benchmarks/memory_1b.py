@@ -19,15 +19,14 @@ import sys
 from absl import app
 from absl import flags
 
-_DEVICES = flags.DEFINE_integer(
-    'devices', None, 'Only the setting with this many devices.')
+_DEVICES = flags.DEFINE_integer('devices', None, 'Only the setting with this many devices.')
 
 # (devices, microbatches, what it stands for). BATCH_SIZE is 512 x 2048.
 SETTINGS = (
-    (1, 128, 'one H100 (80 GB): 4 rows per microbatch'),
-    (4, 64, 'TPU v4-8 / v5p-8 (4 chips): 2 rows per chip per microbatch'),
-    (8, 16, '8x H100: 4 rows per GPU per microbatch'),
-    (16, 32, 'TPU v5e-16 (16 GB chips): 1 row per chip per microbatch'),
+  (1, 128, 'one H100 (80 GB): 4 rows per microbatch'),
+  (4, 64, 'TPU v4-8 / v5p-8 (4 chips): 2 rows per chip per microbatch'),
+  (8, 16, '8x H100: 4 rows per GPU per microbatch'),
+  (16, 32, 'TPU v5e-16 (16 GB chips): 1 row per chip per microbatch'),
 )
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,11 +39,19 @@ def main(argv: Sequence[str]) -> None:
     print(f'== {label}', flush=True)
     # A fresh process per setting: the device count is fixed at start-up.
     subprocess.run(
-        [sys.executable, '-m', 'pause_lm.aot', '--gin_file=gin/stdpt.gin',
-         "--gin.MODEL_DIR='unused'", '--gin.NUM_EMBEDDINGS=32297',
-         f'--simulated_devices={devices}',
-         f'--gin.train.num_microbatches={microbatches}'],
-        cwd=REPO, check=True)
+      [
+        sys.executable,
+        '-m',
+        'pause_lm.aot',
+        '--gin_file=gin/stdpt.gin',
+        "--gin.MODEL_DIR='unused'",
+        '--gin.NUM_EMBEDDINGS=32297',
+        f'--simulated_devices={devices}',
+        f'--gin.train.num_microbatches={microbatches}',
+      ],
+      cwd=REPO,
+      check=True,
+    )
 
 
 if __name__ == '__main__':

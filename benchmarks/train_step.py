@@ -37,22 +37,29 @@ from pause_lm import optimizer as optimizer_lib
 from pause_lm import sharding
 from pause_lm import train_state
 
-_MODELS = flags.DEFINE_list('models', ['tiny', '130m'],
-                            'Model gin files (gin/models/NAME.gin) to time.')
+_MODELS = flags.DEFINE_list(
+  'models', ['tiny', '130m'], 'Model gin files (gin/models/NAME.gin) to time.'
+)
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per model.')
 _BATCH = flags.DEFINE_integer('batch_size', 8, 'Sequences per step.')
 _LENGTH = flags.DEFINE_integer('sequence_length', 256, 'Tokens per sequence.')
-_MATMUL = flags.DEFINE_integer('matmul_size', 2048,
-                               'n of the n x n x n reference matmul.')
+_MATMUL = flags.DEFINE_integer('matmul_size', 2048, 'n of the n x n x n reference matmul.')
 _DTYPE = flags.DEFINE_enum(
-    'dtype', 'float32', ['float32', 'bfloat16'],
-    'Compute dtype of the models and the reference matmul. float32 on CPUs, which '
-    'have no fast bfloat16 matmul; bfloat16 on GPUs and TPUs.')
-_REMAT = flags.DEFINE_string('remat_policy', 'none',
-                             'ModelConfig.remat_policy (the model files\' own is for '
-                             'their full batch; none is fastest where memory allows).')
+  'dtype',
+  'float32',
+  ['float32', 'bfloat16'],
+  'Compute dtype of the models and the reference matmul. float32 on CPUs, which '
+  'have no fast bfloat16 matmul; bfloat16 on GPUs and TPUs.',
+)
+_REMAT = flags.DEFINE_string(
+  'remat_policy',
+  'none',
+  "ModelConfig.remat_policy (the model files' own is for "
+  'their full batch; none is fastest where memory allows).',
+)
 _PEAK_TFLOPS = flags.DEFINE_float(
-    'peak_tflops', None, 'The chip\'s datasheet dense rate in --dtype, for the usual MFU.')
+  'peak_tflops', None, "The chip's datasheet dense rate in --dtype, for the usual MFU."
+)
 
 # The paper's 130M/1B vocabulary: 32,296 tokenizer ids + 1 pause, padded.
 NUM_EMBEDDINGS = 32384
@@ -74,6 +81,7 @@ def matmul_flops_per_sec(n: int, repeats: int = 5, dtype: str = 'float32') -> fl
 
 class StepSetup(NamedTuple):
   """A model's jitted train step (the trainer's own), its first state and one batch."""
+
   config: model_lib.ModelConfig
   step: Any
   state: Any
@@ -81,10 +89,15 @@ class StepSetup(NamedTuple):
   mesh: Any
 
 
-def make_step(model_name: str, batch_size: int, sequence_length: int,
-              dtype: str = 'float32', remat_policy: str = 'none',
-              num_embeddings: int = NUM_EMBEDDINGS,
-              bindings: Sequence[str] = ()) -> StepSetup:
+def make_step(
+  model_name: str,
+  batch_size: int,
+  sequence_length: int,
+  dtype: str = 'float32',
+  remat_policy: str = 'none',
+  num_embeddings: int = NUM_EMBEDDINGS,
+  bindings: Sequence[str] = (),
+) -> StepSetup:
   """`train_state.jit_train_step`, the trainer's own jitted step, for gin/models/NAME.gin.
 
   Constant learning rate 1e-4, AdamW with the optimizer module's defaults
@@ -93,37 +106,50 @@ def make_step(model_name: str, batch_size: int, sequence_length: int,
   """
   gin.clear_config()
   gin_utils.parse_gin(
-      [f'gin/models/{model_name}.gin'],
-      [f'ModelConfig.num_embeddings = {num_embeddings}',
-       f"ModelConfig.dtype = '{dtype}'",
-       f"ModelConfig.remat_policy = '{remat_policy}'",
-       f'ModelConfig.max_len = {max(sequence_length, 512)}',
-       'learning_rate_schedule.learning_rate = 1e-4',
-       "learning_rate_schedule.kind = 'constant'", *bindings])
+    [f'gin/models/{model_name}.gin'],
+    [
+      f'ModelConfig.num_embeddings = {num_embeddings}',
+      f"ModelConfig.dtype = '{dtype}'",
+      f"ModelConfig.remat_policy = '{remat_policy}'",
+      f'ModelConfig.max_len = {max(sequence_length, 512)}',
+      'learning_rate_schedule.learning_rate = 1e-4',
+      "learning_rate_schedule.kind = 'constant'",
+      *bindings,
+    ],
+  )
   config = model_lib.ModelConfig()
   model = model_lib.Decoder(config)
   mesh = sharding.create_mesh()
   rules = sharding.logical_axis_rules()
-  optimizer, schedule = optimizer_lib.create_optimizer()
-  init, _, shardings = train_state.abstract_state_and_shardings(
-      model, optimizer, mesh, rules)
+  optimizer, schedule = optimizer_lib.create_optimizer(
+    learning_rate_fn=optimizer_lib.learning_rate_schedule()
+  )
+  init, _, shardings = train_state.abstract_state_and_shardings(model, optimizer, mesh, rules)
   state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
   rng = np.random.default_rng(0)
-  tokens = rng.integers(1, num_embeddings - 1, (batch_size, sequence_length),
-                        dtype=np.int32)
-  batch = sharding.make_global_batch({
+  tokens = rng.integers(1, num_embeddings - 1, (batch_size, sequence_length), dtype=np.int32)
+  batch = sharding.make_global_batch(
+    {
       'decoder_input_tokens': tokens,
       'decoder_target_tokens': np.roll(tokens, -1, axis=1),
       'decoder_loss_weights': np.ones_like(tokens),
-  }, mesh)
-  step = train_state.jit_train_step(model, optimizer, schedule, rules, mesh, shardings,
-                                    pause_id=num_embeddings - 1, dropout_seed=0)
+    },
+    mesh,
+  )
+  step = train_state.jit_train_step(
+    model, optimizer, schedule, rules, mesh, shardings, pause_id=num_embeddings - 1, dropout_seed=0
+  )
   return StepSetup(config, step, state, batch, mesh)
 
 
-def time_train_step(model_name: str, batch_size: int, sequence_length: int,
-                    steps: int, dtype: str = 'float32',
-                    remat_policy: str = 'none') -> dict[str, float]:
+def time_train_step(
+  model_name: str,
+  batch_size: int,
+  sequence_length: int,
+  steps: int,
+  dtype: str = 'float32',
+  remat_policy: str = 'none',
+) -> dict[str, float]:
   """Seconds per step of the trainer's jitted step for one model file."""
   setup = make_step(model_name, batch_size, sequence_length, dtype, remat_policy)
   state, step, batch = setup.state, setup.step, setup.batch
@@ -137,35 +163,42 @@ def time_train_step(model_name: str, batch_size: int, sequence_length: int,
   seconds = (time.perf_counter() - start) / steps
   tokens_per_step = batch_size * sequence_length
   return {
-      'params': sum(x.size for x in jax.tree.leaves(state['params'])),
-      'seconds_per_step': seconds,
-      'tokens_per_sec': tokens_per_step / seconds,
-      'model_flops_per_sec':
-          setup.config.flops_per_token(sequence_length) * tokens_per_step / seconds,
+    'params': sum(x.size for x in jax.tree.leaves(state['params'])),
+    'seconds_per_step': seconds,
+    'tokens_per_sec': tokens_per_step / seconds,
+    'model_flops_per_sec': setup.config.flops_per_token(sequence_length)
+    * tokens_per_step
+    / seconds,
   }
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   print(f'devices: {jax.device_count()} x {jax.devices()[0].device_kind}')
-  results = {name: time_train_step(name, _BATCH.value, _LENGTH.value, _STEPS.value,
-                                   _DTYPE.value, _REMAT.value)
-             for name in _MODELS.value}
+  results = {
+    name: time_train_step(
+      name, _BATCH.value, _LENGTH.value, _STEPS.value, _DTYPE.value, _REMAT.value
+    )
+    for name in _MODELS.value
+  }
   # Measured after the models too and the best kept: on a shared machine a
   # single reading can catch a busy moment and flatter the fraction.
   peak = max(matmul_flops_per_sec(_MATMUL.value, dtype=_DTYPE.value) for _ in range(2))
-  print(f'reference {_DTYPE.value} matmul ({_MATMUL.value}^3): '
-        f'{peak / 1e9:.1f} GFLOP/s')
+  print(f'reference {_DTYPE.value} matmul ({_MATMUL.value}^3): {peak / 1e9:.1f} GFLOP/s')
   for name, result in results.items():
-    line = (f'{name:>5}: {result["params"] / 1e6:.1f}M params, {_DTYPE.value}, '
-            f'remat {_REMAT.value}, batch {_BATCH.value} x {_LENGTH.value}: '
-            f'{result["seconds_per_step"]:.3f} s/step, '
-            f'{result["tokens_per_sec"]:.0f} tokens/s, '
-            f'{result["model_flops_per_sec"] / 1e9:.1f} GFLOP/s = '
-            f'{result["model_flops_per_sec"] / peak:.1%} of the matmul rate')
+    line = (
+      f'{name:>5}: {result["params"] / 1e6:.1f}M params, {_DTYPE.value}, '
+      f'remat {_REMAT.value}, batch {_BATCH.value} x {_LENGTH.value}: '
+      f'{result["seconds_per_step"]:.3f} s/step, '
+      f'{result["tokens_per_sec"]:.0f} tokens/s, '
+      f'{result["model_flops_per_sec"] / 1e9:.1f} GFLOP/s = '
+      f'{result["model_flops_per_sec"] / peak:.1%} of the matmul rate'
+    )
     if _PEAK_TFLOPS.value:
-      line += (f', MFU {result["model_flops_per_sec"] / (_PEAK_TFLOPS.value * 1e12):.1%} '
-               f'of {_PEAK_TFLOPS.value:g} TFLOP/s')
+      line += (
+        f', MFU {result["model_flops_per_sec"] / (_PEAK_TFLOPS.value * 1e12):.1%} '
+        f'of {_PEAK_TFLOPS.value:g} TFLOP/s'
+      )
     print(line)
 
 

@@ -34,8 +34,10 @@ _STEPS, _BATCH, _LENGTH = train_step_lib._STEPS, train_step_lib._BATCH, train_st
 _MODEL = flags.DEFINE_string('model', '130m', 'gin/models/NAME.gin, on both sides.')
 _COMPILE = flags.DEFINE_bool('compile', True, 'Also time torch.compile of the model.')
 
-INSTALL_HINT = ("PyTorch and transformers are not installed. They live in this project's "
-                "optional 'bench' extra: pip install -e '.[bench]'")
+INSTALL_HINT = (
+  "PyTorch and transformers are not installed. They live in this project's "
+  "optional 'bench' extra: pip install -e '.[bench]'"
+)
 
 
 def jax_variant(model_name: str, batch_size: int, length: int):
@@ -51,8 +53,9 @@ def jax_variant(model_name: str, batch_size: int, length: int):
   return setup.config, run
 
 
-def torch_variants(config, batch_size: int, length: int,
-                   use_compile: bool) -> list[tuple[str, Callable[[], None]]]:
+def torch_variants(
+  config, batch_size: int, length: int, use_compile: bool
+) -> list[tuple[str, Callable[[], None]]]:
   """GPT2LMHeadModel training steps (eager and compiled) with this project's hyperparameters."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -61,34 +64,51 @@ def torch_variants(config, batch_size: int, length: int,
     raise SystemExit(f'{INSTALL_HINT} ({e})') from e
   torch.set_num_threads(os.cpu_count() or 1)
   gpt2 = transformers.GPT2Config(
-      vocab_size=config.num_embeddings, n_positions=config.max_len, n_embd=config.emb_dim,
-      n_layer=config.num_layers, n_head=config.num_heads, n_inner=config.mlp_dim,
-      activation_function='gelu_new', resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-      layer_norm_epsilon=1e-5, tie_word_embeddings=False, bos_token_id=None,
-      eos_token_id=None)
+    vocab_size=config.num_embeddings,
+    n_positions=config.max_len,
+    n_embd=config.emb_dim,
+    n_layer=config.num_layers,
+    n_head=config.num_heads,
+    n_inner=config.mlp_dim,
+    activation_function='gelu_new',
+    resid_pdrop=0.0,
+    embd_pdrop=0.0,
+    attn_pdrop=0.0,
+    layer_norm_epsilon=1e-5,
+    tie_word_embeddings=False,
+    bos_token_id=None,
+    eos_token_id=None,
+  )
   rng = np.random.default_rng(0)
   tokens = torch.from_numpy(
-      rng.integers(1, config.num_embeddings - 1, (batch_size, length)).astype(np.int64))
+    rng.integers(1, config.num_embeddings - 1, (batch_size, length)).astype(np.int64)
+  )
   targets = torch.roll(tokens, -1, dims=1)
 
   def make(name, compiled):
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel._from_config(  # pylint: disable=protected-access
-        gpt2, attn_implementation='sdpa', dtype=torch.float32)
+      gpt2, attn_implementation='sdpa', dtype=torch.float32
+    )
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim == 2 and 'wte' not in n
-             and 'wpe' not in n]
+    decay = [
+      p for n, p in model.named_parameters() if p.ndim == 2 and 'wte' not in n and 'wpe' not in n
+    ]
     no_decay = [p for n, p in model.named_parameters() if not any(p is q for q in decay)]
     optimizer = torch.optim.AdamW(
-        [{'params': decay, 'weight_decay': 0.1}, {'params': no_decay, 'weight_decay': 0.0}],
-        lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
+      [{'params': decay, 'weight_decay': 0.1}, {'params': no_decay, 'weight_decay': 0.0}],
+      lr=1e-4,
+      betas=(0.9, 0.95),
+      eps=1e-8,
+    )
     forward = torch.compile(model) if compiled else model
 
     def run():
       optimizer.zero_grad(set_to_none=True)
       logits = forward(input_ids=tokens).logits
       loss = torch.nn.functional.cross_entropy(
-          logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+      )
       loss.backward()
       torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
       optimizer.step()
@@ -102,13 +122,16 @@ def torch_variants(config, batch_size: int, length: int,
       run()  # Compiles; a machine without a working C++ toolchain fails here.
       variants.append((name, run))
     except Exception as e:  # pylint: disable=broad-except
-      print(f'torch.compile does not work here, timing eager only: {type(e).__name__}: '
-            f'{str(e).splitlines()[0] if str(e) else ""}')
+      print(
+        f'torch.compile does not work here, timing eager only: {type(e).__name__}: '
+        f'{str(e).splitlines()[0] if str(e) else ""}'
+      )
   return variants
 
 
-def alternate(variants: Sequence[tuple[str, Callable[[], None]]], rounds: int,
-              steps: int) -> dict[str, list[float]]:
+def alternate(
+  variants: Sequence[tuple[str, Callable[[], None]]], rounds: int, steps: int
+) -> dict[str, list[float]]:
   """Seconds per step of each variant, per round; every variant warms up first."""
   for _, run in variants:
     run()
@@ -132,14 +155,15 @@ def main(argv: Sequence[str]) -> None:
   seconds = alternate(variants, _ROUNDS.value, _STEPS.value)
   tokens = batch * length
   rate = {name: tokens / statistics.median(s) for name, s in seconds.items()}
-  print(f'{_MODEL.value} float32, batch {batch} x {length}, {_ROUNDS.value} rounds x '
-        f'{_STEPS.value} steps, {os.cpu_count()} CPU threads; tokens/s (median, min-max):')
+  print(
+    f'{_MODEL.value} float32, batch {batch} x {length}, {_ROUNDS.value} rounds x '
+    f'{_STEPS.value} steps, {os.cpu_count()} CPU threads; tokens/s (median, min-max):'
+  )
   for name, s in seconds.items():
     print(f'  {name:16s} {rate[name]:8.0f}  ({tokens / max(s):.0f}-{tokens / min(s):.0f})')
   peers = {name: r for name, r in rate.items() if name.startswith('pytorch')}
   fastest = max(peers, key=peers.get)
-  print(f'pause_lm / {fastest}: {rate["pause_lm (jax)"] / peers[fastest]:.2f}x '
-        f'(target >= 1.2x)')
+  print(f'pause_lm / {fastest}: {rate["pause_lm (jax)"] / peers[fastest]:.2f}x (target >= 1.2x)')
 
 
 if __name__ == '__main__':

@@ -41,8 +41,7 @@ def _mix(x: jax.Array) -> jax.Array:
 def _as_uint32(x: jax.Array) -> jax.Array:
   if x.dtype == jnp.bool_:
     return x.astype(jnp.uint32)
-  bits = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[
-      x.dtype.itemsize]
+  bits = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
   # 8-byte types become [..., 2] uint32 words.
   return jax.lax.bitcast_convert_type(x, bits).astype(jnp.uint32)
 
@@ -53,22 +52,29 @@ def array_checksum(x: jax.Array) -> jax.Array:
   index = jnp.zeros(bits.shape, jnp.uint32)
   stride = 1
   for axis in reversed(range(bits.ndim)):
-    index = index + jax.lax.broadcasted_iota(
-        jnp.uint32, bits.shape, axis) * np.uint32(stride % 2**32)
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, bits.shape, axis) * np.uint32(
+      stride % 2**32
+    )
     stride *= bits.shape[axis]
   return jnp.sum(_mix(bits ^ _mix(index + _GOLDEN)), dtype=jnp.uint32)
 
 
 def _inspect(state):
   leaves = jax.tree.leaves(state)
-  finite = jnp.all(jnp.stack([
-      jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact)
-      else jnp.array(True) for x in leaves]))
-  params = jax.tree.leaves(state.get('params', {})) if isinstance(
-      state, dict) else []
-  max_abs = jnp.max(jnp.stack(
-      [jnp.max(jnp.abs(x)).astype(jnp.float32) for x in params] or
-      [jnp.zeros((), jnp.float32)]))
+  finite = jnp.all(
+    jnp.stack(
+      [
+        jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.array(True)
+        for x in leaves
+      ]
+    )
+  )
+  params = jax.tree.leaves(state.get('params', {})) if isinstance(state, dict) else []
+  max_abs = jnp.max(
+    jnp.stack(
+      [jnp.max(jnp.abs(x)).astype(jnp.float32) for x in params] or [jnp.zeros((), jnp.float32)]
+    )
+  )
   checksums = jax.tree.map(array_checksum, state)
   return finite, max_abs, checksums
 
@@ -76,21 +82,23 @@ def _inspect(state):
 @functools.lru_cache(maxsize=None)
 def _jitted_inspect(mesh: jax.sharding.Mesh | None):
   # Replicated results, so every process of a multi-host run can read them.
-  out = None if mesh is None else jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec())
+  out = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   return jax.jit(_inspect, out_shardings=out)
 
 
 def inspect_state(state: Any) -> StateReport:
   """Finiteness, largest parameter and per-array checksums of a state (one device pass)."""
   shardings = [getattr(x, 'sharding', None) for x in jax.tree.leaves(state)]
-  mesh = next((s.mesh for s in shardings
-               if isinstance(s, jax.sharding.NamedSharding)), None)
+  mesh = next((s.mesh for s in shardings if isinstance(s, jax.sharding.NamedSharding)), None)
   finite, max_abs, checksums = jax.device_get(_jitted_inspect(mesh)(state))
   return StateReport(
-      finite=bool(finite), max_abs_param=float(max_abs),
-      checksums={leaf_name(path): int(value) for path, value in
-                 jax.tree_util.tree_flatten_with_path(checksums)[0]})
+    finite=bool(finite),
+    max_abs_param=float(max_abs),
+    checksums={
+      leaf_name(path): int(value)
+      for path, value in jax.tree_util.tree_flatten_with_path(checksums)[0]
+    },
+  )
 
 
 def leaf_name(path) -> str:
@@ -114,9 +122,11 @@ def unsafe_reason(report: StateReport, max_abs_param: float | None) -> str | Non
   if not math.isfinite(report.max_abs_param):
     return 'the parameters hold NaN or infinity'
   if max_abs_param is not None and report.max_abs_param > max_abs_param:
-    return (f'the largest parameter magnitude is {report.max_abs_param:.3g}, '
-            f'above CheckpointConfig.max_abs_param={max_abs_param:g} (the run '
-            'is diverging)')
+    return (
+      f'the largest parameter magnitude is {report.max_abs_param:.3g}, '
+      f'above CheckpointConfig.max_abs_param={max_abs_param:g} (the run '
+      'is diverging)'
+    )
   return None
 
 

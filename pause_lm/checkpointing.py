@@ -17,12 +17,12 @@ the run falls back to the newest intact step.
 
 from collections.abc import Callable, Mapping
 import dataclasses
-import logging
 import os
 import signal
 import threading
 from typing import Any
 
+from absl import logging
 from clu.data import dataset_iterator as clu_iterator
 from etils import epath
 from flax import traverse_util
@@ -66,18 +66,20 @@ class DatasetIteratorHandler(ocp.CheckpointHandler):
     else:
       args.item.save(directory / _process_filename())
 
-  def restore(self, directory: epath.Path,
-              args: 'DatasetIteratorRestore') -> clu_iterator.DatasetIterator:
+  def restore(
+    self, directory: epath.Path, args: 'DatasetIteratorRestore'
+  ) -> clu_iterator.DatasetIterator:
     if isinstance(args.item, distributed.ShardedIterator):
       args.item.restore(directory)
       return args.item
     path = directory / _process_filename()
     if not (path.parent / (path.name + '.index')).exists():
       raise FileNotFoundError(
-          f'No input-pipeline position for process {jax.process_index()} of '
-          f'{jax.process_count()} in {directory}: the checkpoint was written '
-          'by a different number of processes. Resume with the process count '
-          'that wrote it.')
+        f'No input-pipeline position for process {jax.process_index()} of '
+        f'{jax.process_count()} in {directory}: the checkpoint was written '
+        'by a different number of processes. Resume with the process count '
+        'that wrote it.'
+      )
     args.item.restore(path)
     return args.item
 
@@ -113,6 +115,7 @@ class CheckpointConfig:
       diverging and is never saved (healthy ones stay near 1); None disables
       the bound (non-finite states are refused regardless).
   """
+
   save_every_steps: int = 1000
   keep: int | None = 3
   async_save: bool = True
@@ -124,8 +127,10 @@ class CheckpointConfig:
       if value is None and name == 'keep':
         continue
       if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f'CheckpointConfig.{name}={value!r} must be an '
-                         f'integer > 0; set --gin.CheckpointConfig.{name}=...')
+        raise ValueError(
+          f'CheckpointConfig.{name}={value!r} must be an '
+          f'integer > 0; set --gin.CheckpointConfig.{name}=...'
+        )
 
 
 class Checkpointer:
@@ -137,18 +142,21 @@ class Checkpointer:
     self._max_abs_param = config.max_abs_param
     self._failed = False
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=config.save_every_steps,
-        max_to_keep=config.keep,
-        enable_async_checkpointing=config.async_save,
-        create=True)
+      save_interval_steps=config.save_every_steps,
+      max_to_keep=config.keep,
+      enable_async_checkpointing=config.async_save,
+      create=True,
+    )
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_handlers={
-            STATE: ocp.StandardCheckpointHandler(),
-            DATA: DatasetIteratorHandler(),
-            RUN: ocp.JsonCheckpointHandler(),
-            CHECKSUMS: ocp.JsonCheckpointHandler(),
-        })
+      self.directory,
+      options=options,
+      item_handlers={
+        STATE: ocp.StandardCheckpointHandler(),
+        DATA: DatasetIteratorHandler(),
+        RUN: ocp.JsonCheckpointHandler(),
+        CHECKSUMS: ocp.JsonCheckpointHandler(),
+      },
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -161,9 +169,13 @@ class Checkpointer:
     """The multi-host preemption signal (False unless jax.distributed is up)."""
     return self._manager.reached_preemption(step)
 
-  def save(self, step: int, state: Any,
-           data_iterator: clu_iterator.DatasetIterator,
-           run_info: Mapping[str, Any]) -> bool:
+  def save(
+    self,
+    step: int,
+    state: Any,
+    data_iterator: clu_iterator.DatasetIterator,
+    run_info: Mapping[str, Any],
+  ) -> bool:
     """Saves `state` as step `step` if it is sane and not already saved.
 
     Raises:
@@ -178,20 +190,24 @@ class Checkpointer:
     problem = integrity.unsafe_reason(report, self._max_abs_param)
     if problem:
       raise UnsafeStateError(
-          f'Step {step}: {problem}. Training stopped without saving this '
-          f'state; the last good checkpoint is step {self.latest_step()}. '
-          'Lower the learning rate (or raise warmup), then restart: the run '
-          'resumes from that checkpoint.')
+        f'Step {step}: {problem}. Training stopped without saving this '
+        f'state; the last good checkpoint is step {self.latest_step()}. '
+        'Lower the learning rate (or raise warmup), then restart: the run '
+        'resumes from that checkpoint.'
+      )
     try:
       return self._manager.save(
-          step,
-          args=ocp.args.Composite(**{
-              STATE: ocp.args.StandardSave(state),
-              DATA: DatasetIteratorSave(data_iterator),
-              RUN: ocp.args.JsonSave(dict(run_info)),
-              CHECKSUMS: ocp.args.JsonSave(report.checksums),
-          }),
-          force=True)
+        step,
+        args=ocp.args.Composite(
+          **{
+            STATE: ocp.args.StandardSave(state),
+            DATA: DatasetIteratorSave(data_iterator),
+            RUN: ocp.args.JsonSave(dict(run_info)),
+            CHECKSUMS: ocp.args.JsonSave(report.checksums),
+          }
+        ),
+        force=True,
+      )
     except Exception as e:  # pylint: disable=broad-except
       raise self._save_error(step, e) from e
 
@@ -204,20 +220,27 @@ class Checkpointer:
 
   def _save_error(self, step: int | None, error: Exception):
     self._failed = True
-    good = [s for s in self._manager.all_steps()
-            if s != step and (self.directory / str(s) / STATE).exists()]
+    good = [
+      s
+      for s in self._manager.all_steps()
+      if s != step and (self.directory / str(s) / STATE).exists()
+    ]
     return CheckpointSaveError(
-        f'Writing a checkpoint to {self.directory} failed'
-        f'{"" if step is None else f" (noticed at step {step})"}: '
-        f'{type(error).__name__}: {error}\n'
-        f'Training stopped. The newest complete checkpoint is step '
-        f'{max(good) if good else None}. Fix the cause (e.g. free disk '
-        'space, check write permission), then rerun the same command to '
-        'resume from it.')
+      f'Writing a checkpoint to {self.directory} failed'
+      f'{"" if step is None else f" (noticed at step {step})"}: '
+      f'{type(error).__name__}: {error}\n'
+      f'Training stopped. The newest complete checkpoint is step '
+      f'{max(good) if good else None}. Fix the cause (e.g. free disk '
+      'space, check write permission), then rerun the same command to '
+      'resume from it.'
+    )
 
   def latest_intact(
-      self, abstract_state: Any, data_iterator: clu_iterator.DatasetIterator,
-      run_info: Mapping[str, Any]) -> tuple[int, Any] | None:
+    self,
+    abstract_state: Any,
+    data_iterator: clu_iterator.DatasetIterator,
+    run_info: Mapping[str, Any],
+  ) -> tuple[int, Any] | None:
     """Restores the newest intact step, moving damaged newer ones aside.
 
     Returns:
@@ -240,16 +263,19 @@ class Checkpointer:
       if damaged:
         self._manager.reload()
         logging.warning(
-            'Damaged checkpoint step(s) %s moved to %s; resuming from the '
-            'newest intact step %d.', [s for s, _ in damaged],
-            self.directory.parent / DAMAGED_FOLDER, step)
+          'Damaged checkpoint step(s) %s moved to %s; resuming from the newest intact step %d.',
+          [s for s, _ in damaged],
+          self.directory.parent / DAMAGED_FOLDER,
+          step,
+        )
       return step, state
     if damaged:
       raise DamagedCheckpointError(
-          f'No intact checkpoint in {self.directory}:\n  ' +
-          '\n  '.join(reason for _, reason in damaged) +
-          '\nRestore them from a copy, or move them away to start again '
-          '(INIT_CHECKPOINT can take the parameters of a readable one).')
+        f'No intact checkpoint in {self.directory}:\n  '
+        + '\n  '.join(reason for _, reason in damaged)
+        + '\nRestore them from a copy, or move them away to start again '
+        '(INIT_CHECKPOINT can take the parameters of a readable one).'
+      )
     return None
 
   def _move_aside(self, step: int) -> None:
@@ -267,11 +293,16 @@ class Checkpointer:
     if jax.process_count() > 1:
       # pylint: disable-next=g-import-not-at-top
       from jax.experimental import multihost_utils
+
       multihost_utils.sync_global_devices(f'pause_lm_move_aside_{step}')
 
-  def restore(self, step: int, abstract_state: Any,
-              data_iterator: clu_iterator.DatasetIterator,
-              run_info: Mapping[str, Any]) -> Any:
+  def restore(
+    self,
+    step: int,
+    abstract_state: Any,
+    data_iterator: clu_iterator.DatasetIterator,
+    run_info: Mapping[str, Any],
+  ) -> Any:
     """Restores state and input position, after checking the run settings.
 
     Args:
@@ -285,48 +316,55 @@ class Checkpointer:
     """
     where = self.directory / str(step)
     try:
-      saved = self._manager.restore(
-          step, args=ocp.args.Composite(**{RUN: ocp.args.JsonRestore()}))[RUN]
+      saved = self._manager.restore(step, args=ocp.args.Composite(**{RUN: ocp.args.JsonRestore()}))[
+        RUN
+      ]
     except Exception as e:  # pylint: disable=broad-except
       raise _damaged(where, e) from e
-    changed = {k: (saved.get(k), v) for k, v in run_info.items()
-               if saved.get(k) != v}
+    changed = {k: (saved.get(k), v) for k, v in run_info.items() if saved.get(k) != v}
     if changed:
-      details = ', '.join(f'{k}: checkpoint {old!r}, now {new!r}'
-                          for k, (old, new) in sorted(changed.items()))
+      details = ', '.join(
+        f'{k}: checkpoint {old!r}, now {new!r}' for k, (old, new) in sorted(changed.items())
+      )
       raise ValueError(
-          f'{self.directory} holds a run with different data settings '
-          f'({details}). Resuming would continue from a data position that '
-          'belongs to other data. Restore the original settings, or use a '
-          'new MODEL_DIR (with INIT_CHECKPOINT to start from these weights).')
+        f'{self.directory} holds a run with different data settings '
+        f'({details}). Resuming would continue from a data position that '
+        'belongs to other data. Restore the original settings, or use a '
+        'new MODEL_DIR (with INIT_CHECKPOINT to start from these weights).'
+      )
     # Parameters are what a wrong model file gets wrong; check them by name.
     try:
       saved_params = self._manager.item_metadata(step)[STATE].get('params', {})
     except Exception as e:  # pylint: disable=broad-except
       raise _damaged(where, e) from e
-    _check_shapes(saved_params, abstract_state['params'], f'{where}',
-                  prefix='params')
-    items = {STATE: ocp.args.StandardRestore(abstract_state),
-             DATA: DatasetIteratorRestore(data_iterator)}
+    _check_shapes(saved_params, abstract_state['params'], f'{where}', prefix='params')
+    items = {
+      STATE: ocp.args.StandardRestore(abstract_state),
+      DATA: DatasetIteratorRestore(data_iterator),
+    }
     has_checksums = (where / CHECKSUMS).exists()
     if has_checksums:
       items[CHECKSUMS] = ocp.args.JsonRestore()
     try:
-      restored = self._manager.restore(step,
-                                       args=ocp.args.Composite(**items))
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # pylint: disable=broad-except
       raise _damaged(where, e) from e
     if not has_checksums:
-      logging.warning('%s has no recorded checksums (written by an older '
-                      'version); restored without verifying it.', where)
+      logging.warning(
+        '%s has no recorded checksums (written by an older '
+        'version); restored without verifying it.',
+        where,
+      )
       return restored[STATE]
     mismatched = integrity.mismatches(
-        restored[CHECKSUMS], integrity.inspect_state(restored[STATE]).checksums)
+      restored[CHECKSUMS], integrity.inspect_state(restored[STATE]).checksums
+    )
     if mismatched:
       raise DamagedCheckpointError(
-          f'Checkpoint step {step} ({where}) is damaged: {len(mismatched)} '
-          f'array(s) differ from their recorded checksums: '
-          f'{", ".join(mismatched[:5])}{" ..." if len(mismatched) > 5 else ""}.')
+        f'Checkpoint step {step} ({where}) is damaged: {len(mismatched)} '
+        f'array(s) differ from their recorded checksums: '
+        f'{", ".join(mismatched[:5])}{" ..." if len(mismatched) > 5 else ""}.'
+      )
     logging.info('Checkpoint step %d verified against its checksums.', step)
     return restored[STATE]
 
@@ -355,14 +393,26 @@ class Checkpointer:
 def _damaged(where: epath.Path, error: Exception) -> DamagedCheckpointError:
   first_line = str(error).strip().splitlines()[0] if str(error).strip() else ''
   return DamagedCheckpointError(
-      f'Checkpoint step {where.name} ({where}) cannot be read (damaged or '
-      f'truncated): {type(error).__name__}: {first_line[:300]}')
+    f'Checkpoint step {where.name} ({where}) cannot be read (damaged or '
+    f'truncated): {type(error).__name__}: {first_line[:300]}'
+  )
 
 
 def absolute_path(path: epath.PathLike) -> epath.Path:
   """Orbax refuses relative paths; users write `--gin.MODEL_DIR="'runs/x'"`. URLs pass as is."""
   text = os.fspath(path)
   return epath.Path(text if '://' in text else os.path.abspath(text))
+
+
+def step_numbers(folder: epath.Path) -> list[int]:
+  """The steps saved in a checkpoints folder, ascending; [] if it does not exist.
+
+  Orbax writes a step into a temporary folder whose name is not a number, so a step that is
+  still being written, or was cut off, is never listed.
+  """
+  if not folder.exists():
+    return []
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
 def resolve_checkpoint(path: epath.PathLike) -> epath.Path:
@@ -382,13 +432,12 @@ def resolve_checkpoint(path: epath.PathLike) -> epath.Path:
     return path
   if (path / 'checkpoints').exists():
     path = path / 'checkpoints'
-  steps = sorted(int(p.name) for p in path.iterdir()
-                 if p.name.isdigit() and (p / STATE).exists()) if (
-                     path.exists()) else []
+  steps = [step for step in step_numbers(path) if (path / str(step) / STATE).exists()]
   if not steps:
     raise FileNotFoundError(
-        f'INIT_CHECKPOINT={str(path)!r} holds no checkpoint: give a '
-        'MODEL_DIR, its checkpoints/ folder, or one step folder in it.')
+      f'INIT_CHECKPOINT={str(path)!r} holds no checkpoint: give a '
+      'MODEL_DIR, its checkpoints/ folder, or one step folder in it.'
+    )
   return path / str(steps[-1])
 
 
@@ -405,11 +454,13 @@ class WarmStartConfig:
       rows) fills the leading block of the fresh one; everything else keeps
       its fresh initial value. Every difference is logged.
   """
+
   allow_partial: bool = False
 
 
-def load_params(path: epath.PathLike, abstract_params: Any,
-                initial_params: Callable[[], Any] | None = None) -> Any:
+def load_params(
+  path: epath.PathLike, abstract_params: Any, initial_params: Callable[[], Any] | None = None
+) -> Any:
   """Loads only the parameters of a checkpoint (for finetuning).
 
   Args:
@@ -430,29 +481,34 @@ def load_params(path: epath.PathLike, abstract_params: Any,
   partial = WarmStartConfig().allow_partial
   if differences and not partial:
     raise ValueError(
-        f'The checkpoint at {step_dir} does not fit this model '
-        f'({len(differences)} difference(s)):\n  ' +
-        '\n  '.join(differences[:20]) +
-        ('\n  ...' if len(differences) > 20 else '') +
-        '\nUse the model gin file (and NUM_EMBEDDINGS) it was trained with. '
-        'For a deliberate partial load, set '
-        '--gin.WarmStartConfig.allow_partial=True.')
+      f'The checkpoint at {step_dir} does not fit this model '
+      f'({len(differences)} difference(s)):\n  '
+      + '\n  '.join(differences[:20])
+      + ('\n  ...' if len(differences) > 20 else '')
+      + '\nUse the model gin file (and NUM_EMBEDDINGS) it was trained with. '
+      'For a deliberate partial load, set '
+      '--gin.WarmStartConfig.allow_partial=True.'
+    )
   if not differences:
     target = {'params': abstract_params}
     restored = checkpointer.restore(
-        step_dir / STATE,
-        args=ocp.args.PyTreeRestore(
-            item=target,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-            partial_restore=True))
+      step_dir / STATE,
+      args=ocp.args.PyTreeRestore(
+        item=target,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True,
+      ),
+    )
     logging.info('Loaded parameters from %s.', step_dir)
     return restored['params']
-  return _load_partial(checkpointer, step_dir, abstract_params, saved, wanted,
-                       differences, initial_params)
+  return _load_partial(
+    checkpointer, step_dir, abstract_params, saved, wanted, differences, initial_params
+  )
 
 
-def _load_partial(checkpointer, step_dir, abstract_params, saved, wanted,
-                  differences, initial_params):
+def _load_partial(
+  checkpointer, step_dir, abstract_params, saved, wanted, differences, initial_params
+):
   """`load_params` with WarmStartConfig.allow_partial: see its docstring."""
   if initial_params is None:
     raise ValueError('A partial INIT_CHECKPOINT load needs fresh parameters.')
@@ -468,28 +524,35 @@ def _load_partial(checkpointer, step_dir, abstract_params, saved, wanted,
     if saved[name] == wanted[name]:
       target[key] = abstract
     elif len(saved[name]) == len(wanted[name]) and all(
-        a <= b for a, b in zip(saved[name], wanted[name])):
-      target[key] = jax.ShapeDtypeStruct(saved[name], abstract.dtype,
-                                         sharding=host)
+      a <= b for a, b in zip(saved[name], wanted[name])
+    ):
+      target[key] = jax.ShapeDtypeStruct(saved[name], abstract.dtype, sharding=host)
   nested = {'params': traverse_util.unflatten_dict(target)}
-  restored = traverse_util.flatten_dict(checkpointer.restore(
+  restored = traverse_util.flatten_dict(
+    checkpointer.restore(
       step_dir / STATE,
       args=ocp.args.PyTreeRestore(
-          item=nested,
-          restore_args=ocp.checkpoint_utils.construct_restore_args(nested),
-          partial_restore=True))['params'])
+        item=nested,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(nested),
+        partial_restore=True,
+      ),
+    )['params']
+  )
   fresh = traverse_util.flatten_dict(initial_params())
   for key, value in restored.items():
     if value.shape == fresh[key].shape:
       fresh[key] = value
     else:
       block = tuple(slice(0, d) for d in value.shape)
-      fresh[key] = jax.jit(lambda f, v, b=block: f.at[b].set(v),
-                           out_shardings=fresh[key].sharding)(
-                               fresh[key], jax.device_put(
-                                   value, fresh[key].sharding))
-  logging.info('Loaded %d of %d parameter arrays from %s (partial load).',
-               len(restored), len(flat_abstract), step_dir)
+      fresh[key] = jax.jit(lambda f, v, b=block: f.at[b].set(v), out_shardings=fresh[key].sharding)(
+        fresh[key], jax.device_put(value, fresh[key].sharding)
+      )
+  logging.info(
+    'Loaded %d of %d parameter arrays from %s (partial load).',
+    len(restored),
+    len(flat_abstract),
+    step_dir,
+  )
   return traverse_util.unflatten_dict(fresh)
 
 
@@ -498,41 +561,44 @@ def _key_name(key: tuple[str, ...]) -> str:
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-  return {jax.tree_util.keystr(p): tuple(m.shape) for p, m in
-          jax.tree_util.tree_flatten_with_path(tree)[0]
-          if hasattr(m, 'shape')}
+  return {
+    jax.tree_util.keystr(p): tuple(m.shape)
+    for p, m in jax.tree_util.tree_flatten_with_path(tree)[0]
+    if hasattr(m, 'shape')
+  }
 
 
-def _differences(saved: dict[str, tuple[int, ...]],
-                 wanted: dict[str, tuple[int, ...]]) -> list[str]:
+def _differences(
+  saved: dict[str, tuple[int, ...]], wanted: dict[str, tuple[int, ...]]
+) -> list[str]:
   """Every parameter missing from, extra in, or shaped differently in `saved`."""
   lines = []
   for name in sorted(set(saved) | set(wanted)):
     if name not in saved:
-      lines.append(f'params{name}: missing from the checkpoint, model '
-                   f'{wanted[name]}')
+      lines.append(f'params{name}: missing from the checkpoint, model {wanted[name]}')
     elif name not in wanted:
-      lines.append(f'params{name}: in the checkpoint {saved[name]}, not in '
-                   'the model')
+      lines.append(f'params{name}: in the checkpoint {saved[name]}, not in the model')
     elif saved[name] != wanted[name]:
-      lines.append(f'params{name}: checkpoint {saved[name]}, model '
-                   f'{wanted[name]}')
+      lines.append(f'params{name}: checkpoint {saved[name]}, model {wanted[name]}')
   return lines
 
 
-def _check_shapes(saved_tree: Any, abstract_tree: Any, where: str,
-                  prefix: str = '') -> None:
+def _check_shapes(saved_tree: Any, abstract_tree: Any, where: str, prefix: str = '') -> None:
   """Names every parameter whose saved shape differs from the model's."""
   saved = _shapes(saved_tree)
   wanted = _shapes(abstract_tree)
-  problems = [f'{prefix}{k}: checkpoint {saved.get(k)}, model {v}'
-              for k, v in sorted(wanted.items()) if saved.get(k) != v]
+  problems = [
+    f'{prefix}{k}: checkpoint {saved.get(k)}, model {v}'
+    for k, v in sorted(wanted.items())
+    if saved.get(k) != v
+  ]
   if problems:
     raise ValueError(
-        f'The checkpoint at {where} does not fit this model:\n  ' +
-        '\n  '.join(problems[:10]) +
-        ('\n  ...' if len(problems) > 10 else '') +
-        '\nUse the model gin file (and NUM_EMBEDDINGS) it was trained with.')
+      f'The checkpoint at {where} does not fit this model:\n  '
+      + '\n  '.join(problems[:10])
+      + ('\n  ...' if len(problems) > 10 else '')
+      + '\nUse the model gin file (and NUM_EMBEDDINGS) it was trained with.'
+    )
 
 
 class PreemptionWatcher:
@@ -548,8 +614,7 @@ class PreemptionWatcher:
     self._checkpointer = checkpointer
     self._received = threading.Event()
     self._previous = None
-    if (jax.process_count() == 1 and
-        threading.current_thread() is threading.main_thread()):
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
 
   def _on_sigterm(self, signum, frame):

@@ -35,30 +35,30 @@ def verify_step(step_dir: epath.Path) -> tuple[str, str]:
     return UNVERIFIED, 'written without checksums; cannot be verified'
   try:
     recorded = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
-        step_dir / checkpointing.CHECKSUMS)
+      step_dir / checkpointing.CHECKSUMS
+    )
     checkpointer = ocp.PyTreeCheckpointer()
     path = step_dir / checkpointing.STATE
     tree = checkpointer.metadata(path).item_metadata.tree
-    restore_args = jax.tree.map(
-        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    state = checkpointer.restore(
-        path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
     actual = integrity.inspect_state(state).checksums
   except Exception as e:  # pylint: disable=broad-except
     first_line = (str(e).strip().splitlines() or [''])[0]
     return DAMAGED, f'cannot be read: {type(e).__name__}: {first_line[:300]}'
   mismatched = integrity.mismatches(recorded, actual)
   if mismatched:
-    return DAMAGED, (f'{len(mismatched)} array(s) differ from their recorded '
-                     f'checksums: {", ".join(mismatched[:5])}')
+    return DAMAGED, (
+      f'{len(mismatched)} array(s) differ from their recorded '
+      f'checksums: {", ".join(mismatched[:5])}'
+    )
   return INTACT, f'{len(actual)} arrays match their checksums'
 
 
 def verify(model_dir: epath.PathLike) -> tuple[list[str], bool, int | None]:
   """(report lines, whether every step is readable, newest intact step)."""
   folder = checkpoints_folder(model_dir)
-  steps = sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit()),
-                 reverse=True) if folder.exists() else []
+  steps = checkpointing.step_numbers(folder)[::-1]
   if not steps:
     return [f'{folder}: no checkpoint steps.'], True, None
   lines, ok, newest = [], True, None
@@ -68,8 +68,7 @@ def verify(model_dir: epath.PathLike) -> tuple[list[str], bool, int | None]:
     ok = ok and status != DAMAGED
     if newest is None and status != DAMAGED:
       newest = step
-  lines.append(f'Newest usable step: {newest}.' if newest is not None else
-               'No usable step.')
+  lines.append(f'Newest usable step: {newest}.' if newest is not None else 'No usable step.')
   return lines, ok, newest
 
 

@@ -35,18 +35,19 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 # Library warnings that never apply to a pause-lm run: (module prefix, start of the message).
 _NOT_APPLICABLE = (
-    # The trainer saves the input iterator's position (tf.data's shuffle buffer included) in
-    # every checkpoint, so a restart never replays data: the risk this warns of is not ours.
-    ('seqio', 'Using an uncached FunctionDataset for training'),
-    # The evaluator pads every batch to fixed widths on purpose: one compiled program, results
-    # independent of which rows share a batch (pause_lm/evaluation.py).
-    ('seqio', 'Given sequence lengths are longer than necessary'),
-    # An optional file of the checkpoint's folder; Orbax reads the checkpoint without it.
-    ('orbax', 'Metadata file does not exist'),
+  # The trainer saves the input iterator's position (tf.data's shuffle buffer included) in
+  # every checkpoint, so a restart never replays data: the risk this warns of is not ours.
+  ('seqio', 'Using an uncached FunctionDataset for training'),
+  # The evaluator pads every batch to fixed widths on purpose: one compiled program, results
+  # independent of which rows share a batch (pause_lm/evaluation.py).
+  ('seqio', 'Given sequence lengths are longer than necessary'),
+  # An optional file of the checkpoint's folder; Orbax reads the checkpoint without it.
+  ('orbax', 'Metadata file does not exist'),
 )
 _THIRD_PARTY_ROOTS = tuple(
-    os.path.join(os.path.abspath(p), '')
-    for p in {sysconfig.get_paths()['stdlib'], sysconfig.get_paths()['platstdlib']})
+  os.path.join(os.path.abspath(p), '')
+  for p in {sysconfig.get_paths()['stdlib'], sysconfig.get_paths()['platstdlib']}
+)
 _THIRD_PARTY_FOLDERS = (f'{os.sep}site-packages{os.sep}', f'{os.sep}dist-packages{os.sep}')
 
 # Whether a progress bar is drawn on the terminal without its newline yet: the next log line
@@ -64,14 +65,15 @@ def quiet_tensorflow_import() -> None:
   if 'tensorflow' in sys.modules:
     return
   if os.environ.get('TF_CPP_MIN_LOG_LEVEL') == '0':
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
+    import tensorflow  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
+
     return
   sys.stderr.flush()
   saved = os.dup(2)
   devnull = os.open(os.devnull, os.O_WRONLY)
   try:
     os.dup2(devnull, 2)
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+    import tensorflow  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   finally:
     os.dup2(saved, 2)
     os.close(saved)
@@ -82,13 +84,20 @@ def quiet_tensorflow_import() -> None:
 def _module_of(pathname: str) -> tuple[str, bool]:
   """(dotted module name, whether it is a library's) of a source file."""
   path = os.path.abspath(pathname)
-  root = max((os.path.join(os.path.abspath(p or '.'), '') for p in sys.path
-              if path.startswith(os.path.join(os.path.abspath(p or '.'), ''))),
-             key=len, default='')
-  module = os.path.splitext(path[len(root):] if root else os.path.basename(path))[0]
+  root = max(
+    (
+      os.path.join(os.path.abspath(p or '.'), '')
+      for p in sys.path
+      if path.startswith(os.path.join(os.path.abspath(p or '.'), ''))
+    ),
+    key=len,
+    default='',
+  )
+  module = os.path.splitext(path[len(root) :] if root else os.path.basename(path))[0]
   module = module.replace(os.sep, '.').removesuffix('.__init__')
-  library = (any(folder in path for folder in _THIRD_PARTY_FOLDERS) or
-             path.startswith(_THIRD_PARTY_ROOTS))
+  library = any(folder in path for folder in _THIRD_PARTY_FOLDERS) or path.startswith(
+    _THIRD_PARTY_ROOTS
+  )
   return module, library and not module.startswith('pause_lm')
 
 
@@ -102,8 +111,9 @@ class SourceFilter(py_logging.Filter):
   def __init__(self, show_library_info: bool, logger_levels: Mapping[str, str | int]):
     super().__init__()
     self.show_library_info = show_library_info
-    self.logger_levels = {name: _level_name_to_number(level)
-                          for name, level in logger_levels.items()}
+    self.logger_levels = {
+      name: _level_name_to_number(level) for name, level in logger_levels.items()
+    }
 
   def _configured_level(self, *names: str) -> int | None:
     best = None
@@ -119,11 +129,13 @@ class SourceFilter(py_logging.Filter):
     level = self._configured_level(module, record.name)
     if level is not None:
       keep = record.levelno >= level
-    elif any(module.startswith(prefix) and str(record.msg).startswith(message)
-             for prefix, message in _NOT_APPLICABLE):
+    elif any(
+      module.startswith(prefix) and str(record.msg).startswith(message)
+      for prefix, message in _NOT_APPLICABLE
+    ):
       keep = False
     else:
-      keep = (not library or record.levelno >= py_logging.WARNING or self.show_library_info)
+      keep = not library or record.levelno >= py_logging.WARNING or self.show_library_info
     if keep:
       end_live_line()
     return keep
@@ -141,9 +153,12 @@ def setup_logging() -> None:
   handler = logging.get_absl_handler()
   for old in [f for f in handler.filters if isinstance(f, SourceFilter)]:
     handler.removeFilter(old)
-  handler.addFilter(SourceFilter(
+  handler.addFilter(
+    SourceFilter(
       show_library_info=verbosity.present and verbosity.value >= 0,
-      logger_levels=flags.FLAGS.logger_levels or {}))
+      logger_levels=flags.FLAGS.logger_levels or {},
+    )
+  )
 
 
 def end_live_line() -> None:
@@ -171,8 +186,15 @@ class ProgressReporter:
   so it follows the current speed instead of the average since start-up.
   """
 
-  def __init__(self, total_steps: int, *, enabled: bool = True, smoothing: float = 0.3,
-               stream: TextIO | None = None, live: bool | None = None):
+  def __init__(
+    self,
+    total_steps: int,
+    *,
+    enabled: bool = True,
+    smoothing: float = 0.3,
+    stream: TextIO | None = None,
+    live: bool | None = None,
+  ):
     """Starts the clock.
 
     Args:
@@ -205,12 +227,14 @@ class ProgressReporter:
   def line(self, step: int, metrics: Mapping[str, float], elapsed: float) -> str:
     """The plain progress line (what is logged when stderr is not a terminal)."""
     width = len(str(self.total_steps))
-    parts = [f'step {step:>{width}}/{self.total_steps} '
-             f'({100.0 * step / max(self.total_steps, 1):3.0f}%)']
+    parts = [
+      f'step {step:>{width}}/{self.total_steps} ({100.0 * step / max(self.total_steps, 1):3.0f}%)'
+    ]
     parts += _metric_parts(metrics)
     eta = self.eta_seconds(step)
-    parts.append(f'{format_duration(elapsed)} elapsed, ETA '
-                 f'{format_duration(eta) if eta is not None else "?"}')
+    parts.append(
+      f'{format_duration(elapsed)} elapsed, ETA {format_duration(eta) if eta is not None else "?"}'
+    )
     return ' | '.join(parts)
 
   def report(self, step: int, metrics: Mapping[str, float]) -> None:
@@ -224,9 +248,17 @@ class ProgressReporter:
       logging.info('%s', self.line(step, metrics, elapsed))
       return
     import tqdm  # pylint: disable=g-import-not-at-top
+
     bar = tqdm.tqdm.format_meter(
-        step, self.total_steps, elapsed, ncols=_terminal_width(self.stream), prefix='train',
-        unit='step', rate=self.steps_per_sec, postfix=', '.join(_metric_parts(metrics)))
+      step,
+      self.total_steps,
+      elapsed,
+      ncols=_terminal_width(self.stream),
+      prefix='train',
+      unit='step',
+      rate=self.steps_per_sec,
+      postfix=', '.join(_metric_parts(metrics)),
+    )
     self.stream.write(f'\r{bar}\x1b[K')
     self.stream.flush()
     _live_line['stream'] = self.stream
@@ -255,17 +287,32 @@ def _terminal_width(stream: TextIO) -> int:
     return 100
 
 
-def run_summary(*, step: int, total_steps: int, seconds: float,
-                metrics: Mapping[str, float] | None, model_dir: str,
-                checkpoint_step: int | None, stopped: bool = False) -> str:
+def run_summary(
+  *,
+  step: int,
+  total_steps: int,
+  seconds: float,
+  metrics: Mapping[str, float] | None,
+  model_dir: str,
+  checkpoint_step: int | None,
+  stopped: bool = False,
+) -> str:
   """The one line a training run ends with: how far, final loss, time, where things are."""
-  what = (f'Stopped at step {step}/{total_steps} (SIGTERM)' if stopped else
-          f'Trained to step {step}/{total_steps}')
+  what = (
+    f'Stopped at step {step}/{total_steps} (SIGTERM)'
+    if stopped
+    else f'Trained to step {step}/{total_steps}'
+  )
   loss = f', final loss {metrics["loss"]:.4f}' if metrics and 'loss' in metrics else ''
-  checkpoint = (f'checkpoint {model_dir}/checkpoints/{checkpoint_step}'
-                if checkpoint_step is not None else 'no checkpoint')
-  return (f'{what} in {format_duration(seconds)}{loss}; {checkpoint}, config '
-          f'{model_dir}/config.gin, metrics: tensorboard --logdir {model_dir}')
+  checkpoint = (
+    f'checkpoint {model_dir}/checkpoints/{checkpoint_step}'
+    if checkpoint_step is not None
+    else 'no checkpoint'
+  )
+  return (
+    f'{what} in {format_duration(seconds)}{loss}; {checkpoint}, config '
+    f'{model_dir}/config.gin, metrics: tensorboard --logdir {model_dir}'
+  )
 
 
 def log_run_summary(**kwargs) -> None:

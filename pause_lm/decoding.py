@@ -38,11 +38,33 @@ def _choose(logits, rng, *, vocab_limit, temperature, top_k):
 
 
 @functools.partial(
-    jax.jit, static_argnames=("config", "max_decode_len", "prefix_lm", "eos_id", "vocab_limit",
-                              "temperature", "top_k", "return_logits"))
-def generate(params, config: ModelConfig, prefixes, prefix_lengths, *, max_decode_len: int,
-             prefix_lm: bool, eos_id: int, vocab_limit: int, temperature: float = 0.0,
-             top_k: int = 0, rng=None, return_logits: bool = False):
+  jax.jit,
+  static_argnames=(
+    'config',
+    'max_decode_len',
+    'prefix_lm',
+    'eos_id',
+    'vocab_limit',
+    'temperature',
+    'top_k',
+    'return_logits',
+  ),
+)
+def generate(
+  params,
+  config: ModelConfig,
+  prefixes,
+  prefix_lengths,
+  *,
+  max_decode_len: int,
+  prefix_lm: bool,
+  eos_id: int,
+  vocab_limit: int,
+  temperature: float = 0.0,
+  top_k: int = 0,
+  rng=None,
+  return_logits: bool = False,
+):
   """Decodes up to `max_decode_len` tokens after each prefix, with a KV cache.
 
   Args:
@@ -68,23 +90,30 @@ def generate(params, config: ModelConfig, prefixes, prefix_lengths, *, max_decod
   batch, prefix_width = prefixes.shape
   cache_len = prefix_width + max_decode_len
   if cache_len > config.max_len:
-    raise ValueError(f"prefix width {prefix_width} + max_decode_len {max_decode_len} exceeds "
-                     f"max_len {config.max_len}")
+    raise ValueError(
+      f'prefix width {prefix_width} + max_decode_len {max_decode_len} exceeds '
+      f'max_len {config.max_len}'
+    )
   if temperature > 0.0 and rng is None:
-    raise ValueError("sampling (temperature > 0) needs an rng")
+    raise ValueError('sampling (temperature > 0) needs an rng')
   if rng is None:
     rng = jax.random.key(0)
   model = Decoder(config)
-  choose = functools.partial(_choose, vocab_limit=vocab_limit, temperature=temperature,
-                             top_k=top_k)
+  choose = functools.partial(_choose, vocab_limit=vocab_limit, temperature=temperature, top_k=top_k)
 
   inputs = jnp.concatenate([jnp.zeros((batch, 1), jnp.int32), prefixes.astype(jnp.int32)], 1)
   causal_attention = None
   if prefix_lm:
     causal_attention = jnp.arange(prefix_width + 1)[None, :] <= prefix_lengths[:, None]
   logits, variables = model.apply(
-      {"params": params}, inputs, decoder_causal_attention=causal_attention,
-      cache_mode="prefill", cache_len=cache_len, logit_indices=prefix_lengths, mutable=["cache"])
+    {'params': params},
+    inputs,
+    decoder_causal_attention=causal_attention,
+    cache_mode='prefill',
+    cache_len=cache_len,
+    logit_indices=prefix_lengths,
+    mutable=['cache'],
+  )
   # The position holding p_P (index P, after BOS) predicts the first target token.
   first_logits = logits[:, 0]
   rng, step_rng = jax.random.split(rng)
@@ -106,8 +135,12 @@ def generate(params, config: ModelConfig, prefixes, prefix_lengths, *, max_decod
     # Generated token `step - 1` sits at position P + step (BOS occupies position 0).
     positions = (prefix_lengths + step)[:, None]
     logits, variables = model.apply(
-        {"params": params, "cache": cache}, token[:, None], decoder_positions=positions,
-        cache_mode="step", mutable=["cache"])
+      {'params': params, 'cache': cache},
+      token[:, None],
+      decoder_positions=positions,
+      cache_mode='step',
+      mutable=['cache'],
+    )
     logits = logits[:, 0]
     rng, step_rng = jax.random.split(rng)
     next_token = jnp.where(done, 0, choose(logits, step_rng))
@@ -115,9 +148,9 @@ def generate(params, config: ModelConfig, prefixes, prefix_lengths, *, max_decod
     if all_logits is not None:
       all_logits = all_logits.at[:, step].set(logits)
     done = done | (next_token == eos_id)
-    return step + 1, variables["cache"], next_token, tokens, done, rng, all_logits
+    return step + 1, variables['cache'], next_token, tokens, done, rng, all_logits
 
-  state = (jnp.int32(1), variables["cache"], first_token, tokens, done, rng, all_logits)
+  state = (jnp.int32(1), variables['cache'], first_token, tokens, done, rng, all_logits)
   _, _, _, tokens, _, _, all_logits = jax.lax.while_loop(cond, body, state)
 
   is_eos = tokens == eos_id
@@ -128,7 +161,7 @@ def generate(params, config: ModelConfig, prefixes, prefix_lengths, *, max_decod
   return tokens, lengths
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
+@functools.partial(jax.jit, static_argnames=('config',))
 def score(params, config: ModelConfig, batch):
   """Log-likelihood of the loss-weighted targets of a seqio prefix-LM (or LM) batch.
 
@@ -145,12 +178,14 @@ def score(params, config: ModelConfig, batch):
     (sum of weighted target log-probabilities [batch] float32, sum of weights [batch] float32).
   """
   logits = Decoder(config).apply(
-      {"params": params}, batch["decoder_input_tokens"],
-      decoder_positions=batch.get("decoder_positions"),
-      decoder_segment_ids=batch.get("decoder_segment_ids"),
-      decoder_causal_attention=batch.get("decoder_causal_attention"))
+    {'params': params},
+    batch['decoder_input_tokens'],
+    decoder_positions=batch.get('decoder_positions'),
+    decoder_segment_ids=batch.get('decoder_segment_ids'),
+    decoder_causal_attention=batch.get('decoder_causal_attention'),
+  )
   log_probs = jax.nn.log_softmax(logits, axis=-1)
-  targets = batch["decoder_target_tokens"]
+  targets = batch['decoder_target_tokens']
   target_log_probs = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-  weights = batch["decoder_loss_weights"].astype(jnp.float32)
+  weights = batch['decoder_loss_weights'].astype(jnp.float32)
   return jnp.sum(target_log_probs * weights, axis=1), jnp.sum(weights, axis=1)

@@ -24,10 +24,10 @@ on one host with exactly the batches the two would have seen.
 """
 
 from collections.abc import Callable, Sequence
-import logging
 import os
 
 from absl import flags
+from absl import logging
 from clu.data import dataset_iterator as clu_iterator
 from etils import epath
 import gin
@@ -35,19 +35,24 @@ import jax
 import numpy as np
 
 _MODE = flags.DEFINE_enum(
-    'distributed', 'auto', ['auto', 'on', 'off'],
-    'Multi-host start-up. auto: connect when a coordinator address is given '
-    'or SLURM / a multi-host TPU slice is detected; on: always call '
-    'jax.distributed.initialize (JAX detects the cluster); off: one process.')
+  'distributed',
+  'auto',
+  ['auto', 'on', 'off'],
+  'Multi-host start-up. auto: connect when a coordinator address is given '
+  'or SLURM / a multi-host TPU slice is detected; on: always call '
+  'jax.distributed.initialize (JAX detects the cluster); off: one process.',
+)
 _COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', None,
-    "host:port of process 0's coordination service "
-    '(default: $JAX_COORDINATOR_ADDRESS).')
+  'coordinator_address',
+  None,
+  "host:port of process 0's coordination service (default: $JAX_COORDINATOR_ADDRESS).",
+)
 _NUM_PROCESSES = flags.DEFINE_integer(
-    'num_processes', None, 'Number of processes (default: $JAX_NUM_PROCESSES).')
+  'num_processes', None, 'Number of processes (default: $JAX_NUM_PROCESSES).'
+)
 _PROCESS_ID = flags.DEFINE_integer(
-    'process_id', None,
-    "This process's index, 0..num_processes-1 (default: $JAX_PROCESS_ID).")
+  'process_id', None, "This process's index, 0..num_processes-1 (default: $JAX_PROCESS_ID)."
+)
 
 
 def _env_int(name: str) -> int | None:
@@ -62,10 +67,12 @@ def _cluster_detected() -> bool:
   return ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
 
 
-def initialize(mode: str = 'auto',
-               coordinator_address: str | None = None,
-               num_processes: int | None = None,
-               process_id: int | None = None) -> bool:
+def initialize(
+  mode: str = 'auto',
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+) -> bool:
   """Connects this process to the others; call before any jax computation.
 
   Args:
@@ -77,32 +84,33 @@ def initialize(mode: str = 'auto',
   Returns:
     Whether jax.distributed was initialised.
   """
-  coordinator_address = (coordinator_address or
-                         os.environ.get('JAX_COORDINATOR_ADDRESS'))
+  coordinator_address = coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
   num_processes = num_processes or _env_int('JAX_NUM_PROCESSES')
   if process_id is None:
     process_id = _env_int('JAX_PROCESS_ID')
-  if mode == 'off' or (mode == 'auto' and not coordinator_address and
-                       not _cluster_detected()):
+  if mode == 'off' or (mode == 'auto' and not coordinator_address and not _cluster_detected()):
     return False
   if jax.distributed.is_initialized():
     return True
   # Only the CPU client reads this; without it cross-process CPU collectives
   # fail at the first all-reduce.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes,
-                             process_id=process_id)
-  logging.info('Process %d of %d; %d local of %d devices.',
-               jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+  )
+  logging.info(
+    'Process %d of %d; %d local of %d devices.',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
   return True
 
 
 def initialize_from_flags() -> bool:
   """`initialize` with the command-line flags (absl flags must be parsed)."""
-  return initialize(_MODE.value, _COORDINATOR.value, _NUM_PROCESSES.value,
-                    _PROCESS_ID.value)
+  return initialize(_MODE.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
 @gin.configurable
@@ -120,10 +128,11 @@ def input_shards(num_shards: int | None = None) -> int:
   num_shards = num_shards or jax.process_count()
   if num_shards % jax.process_count():
     raise ValueError(
-        f'input_shards.num_shards={num_shards} must be a multiple of the '
-        f'{jax.process_count()} processes: each reads the same number of '
-        'shards. The data position is saved per shard, so keep the value the '
-        'checkpoint was written with and change the process count instead.')
+      f'input_shards.num_shards={num_shards} must be a multiple of the '
+      f'{jax.process_count()} processes: each reads the same number of '
+      'shards. The data position is saved per shard, so keep the value the '
+      'checkpoint was written with and change the process count instead.'
+    )
   return num_shards
 
 
@@ -141,8 +150,12 @@ class ShardedIterator(clu_iterator.DatasetIterator):
   by process, so any process count that divides the shard count restores it.
   """
 
-  def __init__(self, make_shard: Callable[[int], clu_iterator.DatasetIterator],
-               shard_ids: Sequence[int], num_shards: int):
+  def __init__(
+    self,
+    make_shard: Callable[[int], clu_iterator.DatasetIterator],
+    shard_ids: Sequence[int],
+    num_shards: int,
+  ):
     self._shard_ids = list(shard_ids)
     self._num_shards = num_shards
     self._iterators = [make_shard(i) for i in self._shard_ids]
@@ -166,8 +179,7 @@ class ShardedIterator(clu_iterator.DatasetIterator):
 
   def filenames(self, directory: epath.PathLike) -> list[epath.Path]:
     directory = epath.Path(directory)
-    return [directory / f'shard_{i}-of-{self._num_shards}'
-            for i in self._shard_ids]
+    return [directory / f'shard_{i}-of-{self._num_shards}' for i in self._shard_ids]
 
   def save(self, directory: epath.PathLike) -> None:
     epath.Path(directory).mkdir(parents=True, exist_ok=True)
@@ -178,7 +190,8 @@ class ShardedIterator(clu_iterator.DatasetIterator):
     for it, path in zip(self._iterators, self.filenames(directory)):
       if not (path.parent / (path.name + '.index')).exists():
         raise FileNotFoundError(
-            f'No input position for shard {path.name} in {directory}: the '
-            'checkpoint was written with a different input shard count. '
-            'Resume with the --gin.input_shards.num_shards it used.')
+          f'No input position for shard {path.name} in {directory}: the '
+          'checkpoint was written with a different input shard count. '
+          'Resume with the --gin.input_shards.num_shards it used.'
+        )
       it.restore(path)

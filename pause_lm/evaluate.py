@@ -29,8 +29,16 @@ def main(argv: Sequence[str]) -> None:
   console.setup_logging()
   gin_utils.parse_settings()
   result = evaluation.evaluate()
-  print(json.dumps({'task': result.task, 'num_inference_pauses': result.num_pauses,
-                    'num_examples': result.num_examples, 'metrics': result.metrics}))
+  print(
+    json.dumps(
+      {
+        'task': result.task,
+        'num_inference_pauses': result.num_pauses,
+        'num_examples': result.num_examples,
+        'metrics': result.metrics,
+      }
+    )
+  )
 
 
 if __name__ == '__main__':

@@ -18,15 +18,13 @@ rows share its batch: results are identical across batch sizes.
 """
 
 from collections.abc import Callable, Mapping
-import dataclasses
 import functools
-import json
 import math
 from typing import Any
 
 from absl import logging
 from etils import epath
-import flax.linen as nn
+
 import gin
 import jax
 import jax.numpy as jnp
@@ -38,81 +36,14 @@ import tqdm
 from pause_lm import checkpointing
 from pause_lm import data as data_lib
 from pause_lm import decoding
-from pause_lm import grid as grid_lib
+from pause_lm import eval_results
 from pause_lm import model as model_lib
 from pause_lm import preprocessors
 from pause_lm import sharding
-from pause_lm import variants
-from pause_lm.tasks import downstream
+from pause_lm import train_state
 
 # seqio insists on an output folder for any logger; ours keeps its records in memory.
 _IN_MEMORY = 'in-memory'
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-  """Where a downstream task's name puts its delay tokens (random M: num_pauses is the largest)."""
-  base: str
-  num_pauses: int
-  placement: str = 'append'
-  filler: str | None = None
-  random: bool = False
-
-
-def parse_variant(task: str) -> Variant | None:
-  """The variant a task name stands for (`_eval` ignored), or None for other tasks."""
-  parsed = variants.parse_task(task.removesuffix(downstream.EVAL_SUFFIX))
-  if parsed is None:
-    return None
-  base, variant = parsed
-  filler = downstream.DEFAULT_FILLER if variant.kind == 'filler' else None
-  return Variant(base, variant.largest, variant.placement, filler, variant.random)
-
-
-def inference_task(task: str, num_inference_pauses: int | None = None) -> str:
-  """The task to evaluate: `task` with M_inf pauses instead of its own M, in eval form.
-
-  Args:
-    task: A registered downstream task, e.g. 'squad_pause10'.
-    num_inference_pauses: M_inf; None keeps the task's own M (a random-M task's largest:
-      evaluation is always at one fixed M). The placement and filler stay those of `task`
-      ('squad_pause10_prepend' at 5 is 'squad_pause5_prepend').
-
-  Returns:
-    The name of the registered task to evaluate (the all-candidates form for scoring tasks).
-  """
-  data_lib.get_task(task)  # Fails with near names and how to register one.
-  name = task.removesuffix(downstream.EVAL_SUFFIX)
-  own = parse_variant(name)
-  if num_inference_pauses is None and own is not None and own.random:
-    num_inference_pauses = own.num_pauses  # Its largest M: evaluation is at one fixed M.
-  if num_inference_pauses is not None:
-    variant = parse_variant(name)
-    if variant is None:
-      raise ValueError(
-          f'NUM_INFERENCE_PAUSES needs a downstream pause variant such as squad_pause10, but '
-          f'{task!r} is not one (pause_lm.tasks.register_downstream_task makes them). Leave '
-          'NUM_INFERENCE_PAUSES unset to evaluate the task as it is.')
-    if num_inference_pauses < 0:
-      raise ValueError(f'NUM_INFERENCE_PAUSES must be >= 0, got {num_inference_pauses}.')
-    name = downstream.register_pause_variant(variant.base, num_inference_pauses,
-                                             variant.placement, variant.filler)
-  name = data_lib.eval_task_name(name)
-  if data_lib.task_info(name).target_length is None:
-    raise ValueError(f'{name!r} is not a downstream task (no answer length); evaluate '
-                     'downstream tasks, e.g. synthetic_qa_pause10 or squad_pause10.')
-  return name
-
-
-@dataclasses.dataclass
-class EvalResult:
-  """One evaluation: the task's metrics and one record per example."""
-  task: str
-  num_pauses: int | None
-  num_examples: int
-  truncated_prefixes: int
-  metrics: dict[str, float]
-  records: list[dict[str, Any]]
 
 
 class _Recorder(seqio.Logger):
@@ -127,30 +58,24 @@ class _Recorder(seqio.Logger):
     self.last = {'dataset': dataset, 'inferences': inferences, 'targets': targets}
 
 
-def _jsonable(value):
-  if isinstance(value, bytes):
-    return value.decode('utf-8', errors='replace')
-  if isinstance(value, np.ndarray):
-    return [_jsonable(v) for v in value.tolist()]
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if isinstance(value, Mapping):
-    return {str(k): _jsonable(v) for k, v in value.items()}
-  if isinstance(value, np.generic):
-    return value.item()
-  return value
-
-
 class TaskEvaluator:
   """Evaluates parameters on one task's split; built once, called at every evaluation."""
 
-  def __init__(self, task: str, config: model_lib.ModelConfig, *, sequence_length: int,
-               split: str = 'validation', num_examples: int | None = None,
-               batch_size: int = 32, progress: bool = True):
+  def __init__(
+    self,
+    task: str,
+    config: model_lib.ModelConfig,
+    *,
+    sequence_length: int,
+    split: str = 'validation',
+    num_examples: int | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+  ):
     """Caches the task's examples (seqio.Evaluator) and sizes the programs.
 
     Args:
-      task: The registered task to evaluate as it is (see `inference_task`).
+      task: The registered task to evaluate as it is (see `data.inference_task`).
       config: The model's config (its max_len must hold the sequence length).
       sequence_length: Prefix + pauses + answer, as in finetuning; the answer gets the task's
         target length and the prefix the rest.
@@ -163,48 +88,64 @@ class TaskEvaluator:
     self.task = task
     self.config = config
     self.info = data_lib.task_info(task)
-    self.scoring = downstream.is_scoring(task)
+    self.scoring = self.info.scoring
     self.batch_size = batch_size
     self.progress = progress
-    variant = parse_variant(task)
-    self.num_pauses = None if variant is None else variant.num_pauses
+    self.num_pauses = data_lib.variant_num_pauses(task)
     self.lengths = data_lib.task_feature_lengths(self.info, sequence_length)
     if sum(self.lengths.values()) > config.max_len:
-      raise ValueError(f'Sequence length {sum(self.lengths.values())} exceeds the model\'s '
-                       f'max_len={config.max_len}; lower SEQUENCE_LENGTH.')
+      raise ValueError(
+        f"Sequence length {sum(self.lengths.values())} exceeds the model's "
+        f'max_len={config.max_len}; lower SEQUENCE_LENGTH.'
+      )
     rows = num_examples
     if num_examples is not None and self.scoring:
       rows = self._candidate_rows(split, num_examples)
     self._evaluator = seqio.Evaluator(
-        task, data_lib.feature_converter(self.info), eval_split=split,
-        sequence_length=self.lengths, num_examples=rows, shuffle=False,
-        logger_cls=(_Recorder,), log_dir=_IN_MEMORY, async_compute_metrics=False)
+      task,
+      data_lib.feature_converter(self.info),
+      eval_split=split,
+      sequence_length=self.lengths,
+      num_examples=rows,
+      shuffle=False,
+      logger_cls=(_Recorder,),
+      log_dir=_IN_MEMORY,
+      async_compute_metrics=False,
+    )
     self.examples = list(self._evaluator.cached_task_datasets[task].as_numpy_iterator())
-    self.num_examples = (len({int(ex['idx'][0]) for ex in self.examples}) if self.scoring
-                         else len(self.examples))
+    self.num_examples = (
+      len({int(ex['idx'][0]) for ex in self.examples}) if self.scoring else len(self.examples)
+    )
     if progress:
       logging.info('%s', self.describe(split))
     self.truncated_prefixes = sum(
-        int(ex.get(preprocessors.TRUNCATED_KEY, 0) > 0) for ex in self.examples)
+      int(ex.get(preprocessors.TRUNCATED_KEY, 0) > 0) for ex in self.examples
+    )
     if self.truncated_prefixes:
-      logging.warning('%s: %d examples had their prefix cut to make room for the pauses.',
-                      task, self.truncated_prefixes)
+      logging.warning(
+        '%s: %d examples had their prefix cut to make room for the pauses.',
+        task,
+        self.truncated_prefixes,
+      )
     data_lib.limit_truncation(task, self.truncated_prefixes, len(self.examples))
 
   def describe(self, split: str) -> str:
     """What will be evaluated: how many examples of how many, in how many batches."""
     available = data_lib.get_task(self.task).num_input_examples(split)
     of = f' of {available:,}' if available else ''
-    rows = (f' ({len(self.examples):,} candidate rows)' if self.scoring else '')
+    rows = f' ({len(self.examples):,} candidate rows)' if self.scoring else ''
     batches = math.ceil(len(self.examples) / self.batch_size)
-    return (f'Evaluating {self.task} on {self.num_examples:,}{of} {split} examples{rows}, '
-            f'{batches:,} batches of {self.batch_size} (set how many with '
-            '--gin.NUM_EXAMPLES; None for the whole split).')
+    return (
+      f'Evaluating {self.task} on {self.num_examples:,}{of} {split} examples{rows}, '
+      f'{batches:,} batches of {self.batch_size} (set how many with '
+      '--gin.NUM_EXAMPLES; None for the whole split).'
+    )
 
   def _candidate_rows(self, split: str, num_examples: int) -> int:
     """Rows of a rank-classification task that hold the first `num_examples` examples."""
     dataset = data_lib.get_task(self.task).get_dataset(
-        self.lengths, split=split, shuffle=False, num_epochs=1)
+      self.lengths, split=split, shuffle=False, num_epochs=1
+    )
     rows = 0
     for ex in dataset.as_numpy_iterator():
       if int(ex['idx'][0]) >= num_examples:
@@ -216,11 +157,14 @@ class TaskEvaluator:
     """(indices, padded numpy features, real rows) of fixed-size batches, with progress."""
     total = math.ceil(int(dataset.cardinality()) / self.batch_size)
     batches = dataset.batch(self.batch_size).as_numpy_iterator()
-    for indices, features in tqdm.tqdm(batches, total=total, desc=self.task, unit='batch',
-                                       disable=not self.progress, mininterval=2.0):
+    for indices, features in tqdm.tqdm(
+      batches, total=total, desc=self.task, unit='batch', disable=not self.progress, mininterval=2.0
+    ):
       real = len(indices)
-      padded = {k: np.pad(v, [(0, self.batch_size - real)] + [(0, 0)] * (v.ndim - 1))
-                for k, v in features.items()}
+      padded = {
+        k: np.pad(v, [(0, self.batch_size - real)] + [(0, 0)] * (v.ndim - 1))
+        for k, v in features.items()
+      }
       yield indices, padded, real
 
   def prefill_inputs(self, features: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -238,51 +182,66 @@ class TaskEvaluator:
 
   def predict_fn(self, params) -> Callable[..., list[tuple[int, list[int]]]]:
     """seqio's predict_fn: greedy KV-cache decoding of up to the task's target length."""
+
     def predict(dataset, model_feature_shapes=None):
       del model_feature_shapes
       results = []
       for indices, features, real in self._batches(dataset):
         prefixes, lengths = self.prefill_inputs(features)
         tokens, _ = decoding.generate(
-            params, self.config, jnp.asarray(prefixes), jnp.asarray(lengths),
-            max_decode_len=self.lengths['targets'], prefix_lm=self.info.prefix_lm,
-            eos_id=self.info.eos_id,
-            # The pause and the alignment rows follow the tokenizer's ids: never produce them.
-            vocab_limit=self.info.pause_id)
+          params,
+          self.config,
+          jnp.asarray(prefixes),
+          jnp.asarray(lengths),
+          max_decode_len=self.lengths['targets'],
+          prefix_lm=self.info.prefix_lm,
+          eos_id=self.info.eos_id,
+          # The pause and the alignment rows follow the tokenizer's ids: never produce them.
+          vocab_limit=self.info.pause_id,
+        )
         # Fixed-width rows, 0 after EOS, as T5X returns them (seqio builds one array of all
         # of them, and its vocabulary's decode stops at EOS).
         tokens = np.asarray(tokens)
         results.extend((int(i), tokens[r].tolist()) for r, i in enumerate(indices[:real]))
       return results
+
     return predict
 
   def score_fn(self, params) -> Callable[..., list[tuple[int, float]]]:
     """seqio's score_fn: the summed log-likelihood of each row's target (one candidate)."""
+
     def score(dataset, model_feature_shapes=None):
       del model_feature_shapes
       results = []
       for indices, features, real in self._batches(dataset):
-        sums, _ = decoding.score(params, self.config,
-                                 {k: jnp.asarray(v) for k, v in features.items()})
+        sums, _ = decoding.score(
+          params, self.config, {k: jnp.asarray(v) for k, v in features.items()}
+        )
         sums = np.asarray(sums)
         results.extend((int(i), float(sums[r])) for r, i in enumerate(indices[:real]))
       return results
+
     return score
 
-  def __call__(self, params, step: int | None = None) -> EvalResult:
+  def __call__(self, params, step: int | None = None) -> eval_results.EvalResult:
     return self.evaluate_with(self.predict_fn(params), self.score_fn(params), step)
 
-  def evaluate_with(self, predict_fn, score_fn, step: int | None = None) -> EvalResult:
+  def evaluate_with(self, predict_fn, score_fn, step: int | None = None) -> eval_results.EvalResult:
     """Runs seqio's decode, postprocess and metric path on these model functions' outputs."""
     metrics, _ = self._evaluator.evaluate(
-        compute_metrics=True, step=step, predict_fn=predict_fn, score_fn=score_fn)
+      compute_metrics=True, step=step, predict_fn=predict_fn, score_fn=score_fn
+    )
     task_metrics = {k: float(v) for k, v in metrics.result()[self.task].items()}
     recorded = self._evaluator.loggers[0].last
-    records = (self._score_records(recorded) if self.scoring
-               else self._predict_records(recorded))
-    return EvalResult(task=self.task, num_pauses=self.num_pauses,
-                      num_examples=len(records), truncated_prefixes=self.truncated_prefixes,
-                      metrics=task_metrics, records=records)
+    records = self._score_records(recorded) if self.scoring else self._predict_records(recorded)
+    return eval_results.EvalResult(
+      task=self.task,
+      num_pauses=self.num_pauses,
+      num_examples=len(records),
+      truncated_prefixes=self.truncated_prefixes,
+      metrics=task_metrics,
+      records=records,
+    )
 
   def _prefix_text(self, ex) -> str:
     """The prefix the model saw: its text with every pause shown, where it was placed."""
@@ -294,11 +253,17 @@ class TaskEvaluator:
 
   def _predict_records(self, recorded) -> list[dict[str, Any]]:
     inferences, targets = recorded['inferences'], recorded['targets']
-    return [{'index': i, 'prefix': self._prefix_text(ex), 'num_pauses': self.num_pauses,
-             'output': _jsonable(inferences['output'][i]),
-             'prediction': _jsonable(inferences['prediction'][i]),
-             'target': _jsonable(targets[i])}
-            for i, ex in enumerate(self.examples)]
+    return [
+      {
+        'index': i,
+        'prefix': self._prefix_text(ex),
+        'num_pauses': self.num_pauses,
+        'output': eval_results.jsonable(inferences['output'][i]),
+        'prediction': eval_results.jsonable(inferences['prediction'][i]),
+        'target': eval_results.jsonable(targets[i]),
+      }
+      for i, ex in enumerate(self.examples)
+    ]
 
   def _score_records(self, recorded) -> list[dict[str, Any]]:
     """One record per example: every candidate, its score, the best one and the correct ones."""
@@ -306,10 +271,18 @@ class TaskEvaluator:
     grouped: dict[int, dict[str, Any]] = {}
     for ex, score in zip(self.examples, scores):
       example = int(ex['idx'][0])
-      record = grouped.setdefault(example, {
-          'index': example, 'prefix': self._prefix_text(ex), 'num_pauses': self.num_pauses,
-          'candidates': [], 'scores': [], 'target': []})
-      candidate = _jsonable(ex['targets_pretokenized'])
+      record = grouped.setdefault(
+        example,
+        {
+          'index': example,
+          'prefix': self._prefix_text(ex),
+          'num_pauses': self.num_pauses,
+          'candidates': [],
+          'scores': [],
+          'target': [],
+        },
+      )
+      candidate = eval_results.jsonable(ex['targets_pretokenized'])
       record['candidates'].append(candidate)
       record['scores'].append(float(score))
       if ex['is_correct']:
@@ -319,40 +292,13 @@ class TaskEvaluator:
     return list(grouped.values())
 
 
-def write_results(output_dir: epath.PathLike, result: EvalResult,
-                  extra: Mapping[str, Any] = ()) -> epath.Path:
-  """Writes `metrics.json` (metrics and what was evaluated) and `predictions.jsonl`."""
-  output_dir = epath.Path(output_dir)
-  output_dir.mkdir(parents=True, exist_ok=True)
-  summary = {'task': result.task, 'num_inference_pauses': result.num_pauses,
-             'num_examples': result.num_examples,
-             'truncated_prefixes': result.truncated_prefixes, **dict(extra),
-             'metrics': result.metrics}
-  (output_dir / grid_lib.METRICS_FILE).write_text(json.dumps(_jsonable(summary), indent=2) + '\n')
-  lines = [json.dumps(_jsonable(r), ensure_ascii=False) for r in result.records]
-  (output_dir / grid_lib.PREDICTIONS_FILE).write_text(''.join(line + '\n' for line in lines))
-  return output_dir
-
-
-def model_config(info: data_lib.TaskInfo) -> model_lib.ModelConfig:
-  """The gin-configured model, sized for the task's vocabulary as in training."""
-  config = model_lib.ModelConfig()
-  if config.num_embeddings is None:
-    config = dataclasses.replace(config, num_embeddings=info.num_embeddings)
-  return config
-
-
-def load_params(checkpoint_path: epath.PathLike, config: model_lib.ModelConfig,
-                mesh: jax.sharding.Mesh | None = None):
-  """The checkpoint's parameters, sharded over the gin-configured mesh as in training."""
-  mesh = mesh or sharding.create_mesh()
-  model = model_lib.Decoder(config)
-  dummy = jnp.zeros((1, 1), jnp.int32)
-  boxed = jax.eval_shape(model.init, jax.random.key(0), dummy)['params']
-  shardings = sharding.logical_to_shardings(nn.get_partition_spec(boxed), mesh,
-                                            sharding.logical_axis_rules())
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          nn.unbox(boxed), shardings)
+def load_params(
+  checkpoint_path: epath.PathLike, config: model_lib.ModelConfig, mesh: jax.sharding.Mesh
+):
+  """The checkpoint's parameters, sharded over `mesh` as in training."""
+  abstract, _ = train_state.sharded_abstract_params(
+    model_lib.Decoder(config), mesh, sharding.logical_axis_rules()
+  )
   return checkpointing.load_params(checkpoint_path, abstract)
 
 
@@ -360,15 +306,22 @@ def _checkpoint_run_info(step_dir: epath.Path) -> dict[str, Any]:
   """The data settings the checkpoint's run trained with ({} if it has none)."""
   if not (step_dir / checkpointing.RUN).exists():
     return {}
-  return dict(ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
-      step_dir / checkpointing.RUN))
+  return dict(ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir / checkpointing.RUN))
 
 
 @gin.configurable
-def evaluate(checkpoint_path: str = gin.REQUIRED, task: str = gin.REQUIRED,
-             num_inference_pauses: int | None = None, sequence_length: int | None = None,
-             split: str = 'validation', num_examples: int | None = None,
-             batch_size: int = 32, output_dir: str | None = None) -> EvalResult:
+def evaluate(
+  checkpoint_path: str = gin.REQUIRED,
+  task: str = gin.REQUIRED,
+  num_inference_pauses: int | None = None,
+  sequence_length: int | None = None,
+  split: str = 'validation',
+  num_examples: int | None = None,
+  batch_size: int = 32,
+  output_dir: str | None = None,
+  model: model_lib.ModelConfig = gin.REQUIRED,
+  mesh: jax.sharding.Mesh = gin.REQUIRED,
+) -> eval_results.EvalResult:
   """Evaluates a checkpoint and writes metrics.json and predictions.jsonl.
 
   Args:
@@ -381,49 +334,81 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, task: str = gin.REQUIRED,
     batch_size: Rows per model call (results do not depend on it).
     output_dir: Where the files go; None puts them next to the checkpoint, in
       `{step folder}/eval/{task}`.
+    model: The checkpoint's model (`evaluate.model = @ModelConfig()` in gin/evaluate.gin);
+      an unset `num_embeddings` is sized from the task, as in training.
+    mesh: The device mesh the parameters are sharded over (`sharding.create_mesh`).
 
   Returns:
     The metrics and per-example records.
   """
   if not epath.Path(checkpoint_path).exists():
     raise FileNotFoundError(
-        f'CHECKPOINT_PATH={checkpoint_path!r} does not exist: give a finetuning MODEL_DIR, its '
-        'checkpoints/ folder or one step folder in it.')
+      f'CHECKPOINT_PATH={checkpoint_path!r} does not exist: give a finetuning MODEL_DIR, its '
+      'checkpoints/ folder or one step folder in it.'
+    )
   try:
     step_dir = checkpointing.resolve_checkpoint(checkpoint_path)
   except FileNotFoundError as e:
     raise FileNotFoundError(
-        f'CHECKPOINT_PATH={checkpoint_path!r} holds no checkpoint: give a finetuning MODEL_DIR, '
-        'its checkpoints/ folder or one step folder in it.') from e
+      f'CHECKPOINT_PATH={checkpoint_path!r} holds no checkpoint: give a finetuning MODEL_DIR, '
+      'its checkpoints/ folder or one step folder in it.'
+    ) from e
   run_info = _checkpoint_run_info(step_dir)
   if sequence_length is None:
     if 'sequence_length' not in run_info:
-      raise ValueError(f'{step_dir} does not record its sequence length; set '
-                       '--gin.SEQUENCE_LENGTH to the one it was finetuned with.')
+      raise ValueError(
+        f'{step_dir} does not record its sequence length; set '
+        '--gin.SEQUENCE_LENGTH to the one it was finetuned with.'
+      )
     sequence_length = int(run_info['sequence_length'])
-  name = inference_task(task, num_inference_pauses)
-  config = model_config(data_lib.task_info(name))
-  mesh = sharding.create_mesh()
+  name = data_lib.inference_task(task, num_inference_pauses)
+  config = train_state.model_config_for_task(model, data_lib.task_info(name), sequence_length)
   params = load_params(step_dir, config, mesh)
-  evaluator = TaskEvaluator(name, config, sequence_length=sequence_length, split=split,
-                            num_examples=num_examples, batch_size=batch_size)
+  evaluator = TaskEvaluator(
+    name,
+    config,
+    sequence_length=sequence_length,
+    split=split,
+    num_examples=num_examples,
+    batch_size=batch_size,
+  )
   with jax.set_mesh(mesh):
     result = evaluator(params, step=int(step_dir.name))
   output_dir = output_dir or step_dir / 'eval' / name
-  write_results(output_dir, result, {
-      'requested_task': task, 'checkpoint': str(step_dir), 'step': int(step_dir.name),
-      'finetuned_on': run_info.get('task'), 'split': split,
-      'sequence_length': sequence_length})
-  logging.info('%s at step %s with %s pauses: %s (written to %s)', name, step_dir.name,
-               result.num_pauses, result.metrics, output_dir)
+  eval_results.write_results(
+    output_dir,
+    result,
+    {
+      'requested_task': task,
+      'checkpoint': str(step_dir),
+      'step': int(step_dir.name),
+      'finetuned_on': run_info.get('task'),
+      'split': split,
+      'sequence_length': sequence_length,
+    },
+  )
+  logging.info(
+    '%s at step %s with %s pauses: %s (written to %s)',
+    name,
+    step_dir.name,
+    result.num_pauses,
+    result.metrics,
+    output_dir,
+  )
   return result
 
 
 @gin.configurable(denylist=['task', 'config', 'sequence_length', 'model_dir'])
-def periodic_evaluator(task: str, config: model_lib.ModelConfig, sequence_length: int,
-                       model_dir: str, num_examples: int | None = 500, batch_size: int = 32,
-                       split: str = 'validation', write_predictions: bool = True
-                       ) -> Callable[[Any, int], dict[str, float]]:
+def periodic_evaluator(
+  task: str,
+  config: model_lib.ModelConfig,
+  sequence_length: int,
+  model_dir: str,
+  num_examples: int | None = 500,
+  batch_size: int = 32,
+  split: str = 'validation',
+  write_predictions: bool = True,
+) -> Callable[[Any, int], dict[str, float]]:
   """The evaluation a finetuning run does every EVAL_EVERY_STEPS steps.
 
   Args:
@@ -439,14 +424,22 @@ def periodic_evaluator(task: str, config: model_lib.ModelConfig, sequence_length
   Returns:
     A function of (params, step) to scalars named `eval/{metric}`, for the metric writer.
   """
-  evaluator = TaskEvaluator(inference_task(task), config, sequence_length=sequence_length,
-                            split=split, num_examples=num_examples, batch_size=batch_size,
-                            progress=False)
+  evaluator = TaskEvaluator(
+    data_lib.inference_task(task),
+    config,
+    sequence_length=sequence_length,
+    split=split,
+    num_examples=num_examples,
+    batch_size=batch_size,
+    progress=False,
+  )
 
   def run(params, step: int) -> dict[str, float]:
     result = evaluator(params, step=step)
     if write_predictions and jax.process_index() == 0:
-      write_results(epath.Path(model_dir) / 'eval' / f'step_{step}', result, {'step': step})
+      eval_results.write_results(
+        epath.Path(model_dir) / 'eval' / f'step_{step}', result, {'step': step}
+      )
     logging.info('Evaluation at step %d on %s: %s', step, result.task, result.metrics)
     return {f'eval/{k}': v for k, v in result.metrics.items()}
 

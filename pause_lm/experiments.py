@@ -40,19 +40,23 @@ import gin
 
 from pause_lm import console
 from pause_lm import gin_utils
+from pause_lm import eval_results
 from pause_lm import grid as grid_lib
 
 _PRINT_COMMANDS = flags.DEFINE_bool(
-    'print_commands', False,
-    'Print one shell command per run, in dependency order, instead of running them.')
+  'print_commands',
+  False,
+  'Print one shell command per run, in dependency order, instead of running them.',
+)
 _PENDING_ONLY = flags.DEFINE_bool(
-    'pending_only', False, 'With --print_commands: leave out finished runs.')
+  'pending_only', False, 'With --print_commands: leave out finished runs.'
+)
 _ONLY = flags.DEFINE_string(
-    'only', None, 'Only the runs whose folder name (e.g. pretrain/stdpt) matches this regex.')
+  'only', None, 'Only the runs whose folder name (e.g. pretrain/stdpt) matches this regex.'
+)
 
 TIMINGS_FILE = 'timings.jsonl'
 COMPILATION_CACHE = 'jax_cache'
-GRID_FILE = 'grid.json'
 _STAGES = ('pretraining', 'finetuning', 'evaluation')
 
 
@@ -125,7 +129,7 @@ def is_done(command: grid_lib.Command) -> bool:
   """
   output = epath.Path(command.output_dir)
   if command.module == 'evaluate':
-    metrics = output / grid_lib.METRICS_FILE
+    metrics = output / eval_results.METRICS_FILE
     if not metrics.exists():
       return False
     checkpoint = ast.literal_eval(dict(command.bindings)['CHECKPOINT_PATH'])
@@ -157,9 +161,18 @@ def print_commands(runs: Sequence[grid_lib.Run], pending_only: bool = False) -> 
 def _record(grid: grid_lib.Grid, name: str, command: grid_lib.Command, seconds: float):
   path = epath.Path(grid.experiment_dir) / TIMINGS_FILE
   with path.open('a') as f:
-    f.write(json.dumps({'run': name, 'module': command.module,
-                        'output_dir': command.output_dir, 'seconds': round(seconds, 2),
-                        'finished': time.strftime('%Y-%m-%dT%H:%M:%S')}) + '\n')
+    f.write(
+      json.dumps(
+        {
+          'run': name,
+          'module': command.module,
+          'output_dir': command.output_dir,
+          'seconds': round(seconds, 2),
+          'finished': time.strftime('%Y-%m-%dT%H:%M:%S'),
+        }
+      )
+      + '\n'
+    )
 
 
 def _execute(command: grid_lib.Command) -> None:
@@ -168,6 +181,7 @@ def _execute(command: grid_lib.Command) -> None:
   console.quiet_tensorflow_import()
   from pause_lm import evaluation  # pylint: disable=g-import-not-at-top
   from pause_lm import trainer  # pylint: disable=g-import-not-at-top
+
   _parse(command)
   epath.Path(command.output_dir).mkdir(parents=True, exist_ok=True)
   (epath.Path(command.output_dir) / 'command.sh').write_text(shell_command(command) + '\n')
@@ -178,8 +192,9 @@ def _execute(command: grid_lib.Command) -> None:
   result = trainer.train()
   if result.step != steps:
     raise RuntimeError(
-        f'{command.output_dir} stopped at step {result.step} of {steps} (interrupted); '
-        'its checkpoint is saved: rerun the grid to resume it.')
+      f'{command.output_dir} stopped at step {result.step} of {steps} (interrupted); '
+      'its checkpoint is saved: rerun the grid to resume it.'
+    )
 
 
 def _enable_compilation_cache(directory: str) -> None:
@@ -191,6 +206,7 @@ def _enable_compilation_cache(directory: str) -> None:
   finetuning run's time (compilation was ~5 of ~9 s of the tiny test's runs).
   """
   import jax  # pylint: disable=g-import-not-at-top
+
   if jax.config.jax_compilation_cache_dir:
     return
   jax.config.update('jax_compilation_cache_dir', directory)
@@ -202,15 +218,20 @@ def write_grid(grid: grid_lib.Grid, argv: Sequence[str]) -> None:
   """Keeps the grid and the command that ran it next to the runs, for the report."""
   root = epath.Path(grid.experiment_dir)
   root.mkdir(parents=True, exist_ok=True)
-  (root / GRID_FILE).write_text(json.dumps(
-      {'command': ' '.join(['python -m pause_lm.experiments',
-                            *(_quote(a) for a in argv[1:])]),
-       'grid': dataclasses.asdict(grid)},
-      indent=2, default=list) + '\n')
+  (root / grid_lib.GRID_FILE).write_text(
+    json.dumps(
+      {
+        'command': ' '.join(['python -m pause_lm.experiments', *(_quote(a) for a in argv[1:])]),
+        'grid': dataclasses.asdict(grid),
+      },
+      indent=2,
+      default=list,
+    )
+    + '\n'
+  )
 
 
-def run_grid(grid: grid_lib.Grid, only: str | None = None,
-             argv: Sequence[str] = ()) -> list[str]:
+def run_grid(grid: grid_lib.Grid, only: str | None = None, argv: Sequence[str] = ()) -> list[str]:
   """Runs every unfinished command of the grid in sequence, in this process.
 
   Args:
@@ -233,8 +254,10 @@ def run_grid(grid: grid_lib.Grid, only: str | None = None,
       logging.info('%s: finished, skipped.', what)
       continue
     if run.depends_on and not is_done(every_run[run.depends_on].train):
-      raise RuntimeError(f'{run.name} starts from {run.depends_on}, which is not finished; '
-                         'run it first (--only left it out).')
+      raise RuntimeError(
+        f'{run.name} starts from {run.depends_on}, which is not finished; '
+        'run it first (--only left it out).'
+      )
     logging.info('%s: running.', what)
     start = time.perf_counter()
     _execute(command)
@@ -248,14 +271,17 @@ def run_grid(grid: grid_lib.Grid, only: str | None = None,
 def main(argv: Sequence[str]) -> None:
   gin_utils.reject_positional_args(argv)
   console.setup_logging()
-  grid = gin_utils.parse_settings(
-      lambda: load_grid(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings))
+  grid = gin_utils.parse_settings(lambda: load_grid(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings))
   if _PRINT_COMMANDS.value:
     print(print_commands(select(grid_lib.expand(grid), _ONLY.value), _PENDING_ONLY.value))
     return
   executed = run_grid(grid, _ONLY.value, sys.argv)
-  logging.info('%d runs executed; results under %s. Report: python -m pause_lm.report %s',
-               len(executed), grid.experiment_dir, grid.experiment_dir)
+  logging.info(
+    '%d runs executed; results under %s. Report: python -m pause_lm.report %s',
+    len(executed),
+    grid.experiment_dir,
+    grid.experiment_dir,
+  )
 
 
 if __name__ == '__main__':

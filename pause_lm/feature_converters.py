@@ -34,17 +34,19 @@ class _PauseMaskMixin:
 
   def _convert_features(self, ds, task_feature_lengths):
     def shift_up(features):
-      return {k: v + 1 if k in ("inputs", "targets") else v for k, v in features.items()}
+      return {k: v + 1 if k in ('inputs', 'targets') else v for k, v in features.items()}
+
     return super()._convert_features(
-        ds.map(shift_up, num_parallel_calls=tf.data.AUTOTUNE), task_feature_lengths)
+      ds.map(shift_up, num_parallel_calls=tf.data.AUTOTUNE), task_feature_lengths
+    )
 
   def _convert_example(self, features):
     converted = dict(super()._convert_example(features))
-    for key in ("decoder_target_tokens", "decoder_input_tokens"):
+    for key in ('decoder_target_tokens', 'decoder_input_tokens'):
       tokens = converted[key]  # Padding stays 0; tokens and the start token go back down.
       converted[key] = tf.where(tokens > 0, tokens - 1, tf.zeros_like(tokens))
-    not_pause = tf.not_equal(converted["decoder_target_tokens"], self._pause_id)
-    converted["decoder_loss_weights"] *= tf.cast(not_pause, converted["decoder_loss_weights"].dtype)
+    not_pause = tf.not_equal(converted['decoder_target_tokens'], self._pause_id)
+    converted['decoder_loss_weights'] *= tf.cast(not_pause, converted['decoder_loss_weights'].dtype)
     return converted
 
 

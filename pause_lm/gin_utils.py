@@ -24,23 +24,16 @@ from etils import epath
 import gin
 import jax
 
-flags.DEFINE_multi_string(
-    'gin_file', [], 'Gin config files to parse, in order; later ones win.')
-flags.DEFINE_multi_string(
-    'gin_bindings', [],
-    'Individual gin bindings, applied after all --gin_file files. '
-    '`--gin.NAME=value` is shorthand for `--gin_bindings="NAME = value"`.')
-flags.DEFINE_list(
-    'gin_search_paths', ['.'],
-    'Comma-separated folders searched for --gin_file files and for gin '
-    '`include` statements. The repository root is always searched last.')
-
 _SHORTHAND_PREFIX = '--gin.'
 _REQUIRED_SELECTOR = 'gin.REQUIRED/gin.constant'
 
 # The checkout this module runs from: gin files live in its `gin/` folder and
 # `include` each other by paths relative to it (e.g. 'gin/models/tiny.gin').
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+class SettingValueError(ValueError):
+  """A setting has a value the run cannot use (the message names it and the fix)."""
 
 
 class MissingSettingError(ValueError):
@@ -75,13 +68,37 @@ def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
     if not arg.startswith(_SHORTHAND_PREFIX):
       rewritten.append(arg)
       continue
-    name, sep, value = arg[len(_SHORTHAND_PREFIX):].partition('=')
+    name, sep, value = arg[len(_SHORTHAND_PREFIX) :].partition('=')
     if not sep or not name:
       raise app.UsageError(
-          f'Cannot read {arg!r}: write gin shorthand flags as '
-          f'--gin.NAME=value, for example --gin.TRAIN_STEPS=1000.')
+        f'Cannot read {arg!r}: write gin shorthand flags as '
+        f'--gin.NAME=value, for example --gin.TRAIN_STEPS=1000.'
+      )
     rewritten.append(f'--gin_bindings={name} = {value}')
   return rewritten
+
+
+def define_flags() -> None:
+  """Declares --gin_file, --gin_bindings and --gin_search_paths, once.
+
+  Called by `run`, not at import: importing the library must not add flags to a
+  user's own program, whose flags may have the same names.
+  """
+  if 'gin_file' in flags.FLAGS:
+    return
+  flags.DEFINE_multi_string('gin_file', [], 'Gin config files to parse, in order; later ones win.')
+  flags.DEFINE_multi_string(
+    'gin_bindings',
+    [],
+    'Individual gin bindings, applied after all --gin_file files. '
+    '`--gin.NAME=value` is shorthand for `--gin_bindings="NAME = value"`.',
+  )
+  flags.DEFINE_list(
+    'gin_search_paths',
+    ['.'],
+    'Comma-separated folders searched for --gin_file files and for gin '
+    '`include` statements. The repository root is always searched last.',
+  )
 
 
 def parse_flags_with_gin(argv: Sequence[str]) -> list[str]:
@@ -90,32 +107,34 @@ def parse_flags_with_gin(argv: Sequence[str]) -> list[str]:
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
-  """`app.run` with the gin shorthand enabled; use as an entry point's run."""
+  """`app.run` with the gin flags and their shorthand; use as an entry point's run."""
+  define_flags()
   app.run(main, flags_parser=parse_flags_with_gin)
 
 
 def reject_positional_args(argv: Sequence[str]) -> None:
   """Every pause-lm command takes its settings from gin only; stray words are a typo."""
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}; settings go in gin files, '
-                         '--gin_bindings or --gin.NAME=value.')
+    raise app.UsageError(
+      f'Unexpected arguments: {argv[1:]}; settings go in gin files, '
+      '--gin_bindings or --gin.NAME=value.'
+    )
 
 
 def parse_settings(parse: Callable[[], object] | None = None):
   """Parses the command line's gin (or runs `parse`); a missing setting is a usage error."""
   try:
     if parse is None:
-      return parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings,
-                       flags.FLAGS.gin_search_paths)
+      return parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths)
     return parse()
   except MissingSettingError as e:
     raise app.UsageError(str(e)) from None
 
 
 def parse_gin(
-    gin_files: Sequence[str],
-    gin_bindings: Sequence[str] = (),
-    gin_search_paths: Sequence[str] = ('.',),
+  gin_files: Sequence[str],
+  gin_bindings: Sequence[str] = (),
+  gin_search_paths: Sequence[str] = ('.',),
 ) -> None:
   """Parses gin files and bindings, then fails fast on unset required settings.
 
@@ -130,13 +149,13 @@ def parse_gin(
   """
   if not gin_files:
     raise ValueError(
-        'No gin config given: pass at least one --gin_file, for example '
-        '--gin_file=gin/quickstart.gin.')
+      'No gin config given: pass at least one --gin_file, for example '
+      '--gin_file=gin/quickstart.gin.'
+    )
   for path in [*gin_search_paths, os.fspath(REPO_ROOT)]:
     gin.add_config_file_search_path(path)
   try:
-    gin.parse_config_files_and_bindings(
-        gin_files, gin_bindings, finalize_config=False)
+    gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=False)
   except ValueError as e:
     suggestion = _suggest_for_gin_error(str(e))
     if suggestion is None:
@@ -157,7 +176,7 @@ def _macro_references(value) -> Iterator[str]:
   if isinstance(value, gin.config.ConfigurableReference):
     selector = value.scoped_selector
     if selector.endswith('/gin.macro'):
-      yield selector[:-len('/gin.macro')]
+      yield selector[: -len('/gin.macro')]
   elif isinstance(value, dict):
     for item in value.values():
       yield from _macro_references(item)
@@ -188,8 +207,11 @@ def check_unused_macros(candidates: set[str]) -> None:
   lines = ['These gin macros are set but nothing reads them (a typo?):']
   for name in unused:
     close = difflib.get_close_matches(name, sorted(referenced), n=3, cutoff=0.6)
-    hint = f' Did you mean {", ".join(close)}?' if close else (
-        ' Known macros: ' + ', '.join(sorted(referenced)) + '.')
+    hint = (
+      f' Did you mean {", ".join(close)}?'
+      if close
+      else (' Known macros: ' + ', '.join(sorted(referenced)) + '.')
+    )
     lines.append(f'  {name}:{hint}')
   lines.append('Fix the name, or remove the setting.')
   raise UnknownSettingError('\n'.join(lines))
@@ -204,22 +226,20 @@ def _suggest_for_gin_error(message: str) -> str | None:
     names = set()
     for selector, _ in registry.items():
       names.update({selector, selector.rsplit('.', 1)[-1]})
-    close = difflib.get_close_matches(unknown.group(1), sorted(names), n=3,
-                                      cutoff=0.6)
-    return (f'Did you mean {", ".join(close)}?' if close else
-            'Check the name, and that a gin file imports its module.')
-  unknown = re.match(
-      r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'",
-      message)
+    close = difflib.get_close_matches(unknown.group(1), sorted(names), n=3, cutoff=0.6)
+    return (
+      f'Did you mean {", ".join(close)}?'
+      if close
+      else 'Check the name, and that a gin file imports its module.'
+    )
+  unknown = re.match(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", message)
   if unknown:
     configurable = registry.get_match(unknown.group(1))
     if configurable is None:
       return None
     params = list(inspect.signature(configurable.wrapped).parameters)
-    close = difflib.get_close_matches(unknown.group(2), params, n=3,
-                                      cutoff=0.6)
-    return (f'Did you mean {", ".join(close)}?' if close else
-            f'Its parameters: {", ".join(params)}.')
+    close = difflib.get_close_matches(unknown.group(2), params, n=3, cutoff=0.6)
+    return f'Did you mean {", ".join(close)}?' if close else f'Its parameters: {", ".join(params)}.'
   return None
 
 
@@ -234,22 +254,22 @@ def check_required_settings() -> None:
       if selector == 'gin.macro':
         missing_macros.append(scope)
       else:
-        missing_params.append(
-            f'{scope}/{selector}.{name}' if scope else f'{selector}.{name}')
+        missing_params.append(f'{scope}/{selector}.{name}' if scope else f'{selector}.{name}')
   if not missing_macros and not missing_params:
     return
   lines = ['Required gin settings are not set:']
   for macro in sorted(missing_macros):
-    lines.append(f'  {macro}: set it with --gin.{macro}=... '
-                 f'(or `{macro} = ...` in a --gin_file).')
+    lines.append(f'  {macro}: set it with --gin.{macro}=... (or `{macro} = ...` in a --gin_file).')
   for param in sorted(missing_params):
     lines.append(f'  {param}: set it with --gin_bindings="{param} = ...".')
   raise MissingSettingError('\n'.join(lines))
 
 
 def _is_required_sentinel(value) -> bool:
-  return (isinstance(value, gin.config.ConfigurableReference) and
-          value.scoped_selector == _REQUIRED_SELECTOR)
+  return (
+    isinstance(value, gin.config.ConfigurableReference)
+    and value.scoped_selector == _REQUIRED_SELECTOR
+  )
 
 
 def write_operative_config(model_dir: str | os.PathLike[str]) -> None:
@@ -281,8 +301,10 @@ def parse_optional_settings() -> bool:
   if gin_files:
     parse_settings()
   elif gin_bindings:
+
     def parse_bindings():
       gin.parse_config_files_and_bindings([], gin_bindings, finalize_config=False)
       check_required_settings()
+
     parse_settings(parse_bindings)
   return bool(gin_files or gin_bindings)

@@ -27,19 +27,19 @@ from typing import Any
 
 import gin
 
+from pause_lm import eval_results
 from pause_lm import variants
 
 PRETRAIN_VARIANTS = ('stdpt', 'pausept')
-# The paper's names for a (pretraining, finetuning kind) pair.
-LABELS = {'stdpt': 'StdPT', 'pausept': 'PausePT', 'std': 'StdFT', 'pause': 'PauseFT',
-          'filler': 'FillerFT'}
-# The files every evaluation writes (pause_lm.evaluation), named once for the report too.
-METRICS_FILE = 'metrics.json'
-PREDICTIONS_FILE = 'predictions.jsonl'
+# What a grid's folder records about the grid itself (`python -m pause_lm.experiments`).
+GRID_FILE = 'grid.json'
+# The paper's names for a pretraining variant and a finetuning kind.
+LABELS = {'stdpt': 'StdPT', 'pausept': 'PausePT', **variants.LABELS}
 
 _EVAL_PATH = re.compile(
-    r'(?:^|/)finetune/(?P<task>[^/]+)/(?P<pretrain>stdpt|pausept)_(?P<finetune>[^/]+)/'
-    r'seed(?P<seed>\d+)/eval/minf(?P<m_inf>\d+)/' + re.escape(METRICS_FILE) + '$')
+  r'(?:^|/)finetune/(?P<task>[^/]+)/(?P<pretrain>stdpt|pausept)_(?P<finetune>[^/]+)/'
+  r'seed(?P<seed>\d+)/eval/minf(?P<m_inf>\d+)/' + re.escape(eval_results.METRICS_FILE) + '$'
+)
 
 
 @gin.configurable
@@ -71,13 +71,15 @@ class Grid:
     filler: Also finetune StdPT with M '.' fillers instead of pauses (Section 4.3).
     pretrained: Existing checkpoints to use instead of pretraining, by variant.
   """
+
   experiment_dir: str = gin.REQUIRED
   tasks: Sequence[str] = gin.REQUIRED
   pretrain_gin_files: Sequence[str] = gin.REQUIRED
   finetune_gin_files: Sequence[str] = gin.REQUIRED
   eval_gin_files: Sequence[str] = gin.REQUIRED
-  pretrain_tasks: Mapping[str, str] = dataclasses.field(default_factory=lambda: {
-      'stdpt': 'c4_std_pretrain', 'pausept': 'c4_pause_pretrain'})
+  pretrain_tasks: Mapping[str, str] = dataclasses.field(
+    default_factory=lambda: {'stdpt': 'c4_std_pretrain', 'pausept': 'c4_pause_pretrain'}
+  )
   pretrain_bindings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   finetune_bindings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   task_bindings: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
@@ -92,11 +94,14 @@ class Grid:
 
   def __post_init__(self):
     if sorted(self.pretrain_tasks) != sorted(PRETRAIN_VARIANTS):
-      raise ValueError(f'pretrain_tasks needs exactly {PRETRAIN_VARIANTS}, got '
-                       f'{sorted(self.pretrain_tasks)}.')
+      raise ValueError(
+        f'pretrain_tasks needs exactly {PRETRAIN_VARIANTS}, got {sorted(self.pretrain_tasks)}.'
+      )
     if any(m <= 0 for m in self.num_pauses) or any(m < 0 for m in self.inference_pauses):
-      raise ValueError('num_pauses must be > 0 and inference_pauses >= 0, got '
-                       f'{self.num_pauses} and {self.inference_pauses}.')
+      raise ValueError(
+        'num_pauses must be > 0 and inference_pauses >= 0, got '
+        f'{self.num_pauses} and {self.inference_pauses}.'
+      )
     for pair in self.random_pauses:
       if len(pair) != 2 or not 0 <= pair[0] < pair[1]:
         raise ValueError(f'random_pauses needs (lo, hi) pairs with 0 <= lo < hi, got {pair}.')
@@ -108,6 +113,7 @@ class Grid:
 @dataclasses.dataclass(frozen=True)
 class Command:
   """One invocation of `module` with gin files and `NAME = value` bindings."""
+
   module: str  # 'train' or 'evaluate' (pause_lm.train / pause_lm.evaluate)
   gin_files: tuple[str, ...]
   bindings: tuple[tuple[str, str], ...]  # (gin name, value as gin text)
@@ -120,6 +126,7 @@ class Command:
 @dataclasses.dataclass(frozen=True)
 class Run:
   """A training run (pretraining or finetuning) and the evaluations of its checkpoint."""
+
   name: str  # Folder relative to experiment_dir.
   train: Command
   evals: tuple[Command, ...] = ()
@@ -135,6 +142,7 @@ parse_finetune = variants.parse_folder
 @dataclasses.dataclass(frozen=True)
 class EvalKey:
   """Where one metrics.json belongs in the report."""
+
   task: str
   pretrain: str
   finetune: Finetune
@@ -156,8 +164,9 @@ def parse_eval_path(path: str) -> EvalKey | None:
     finetune = parse_finetune(match['finetune'])
   except ValueError:
     return None
-  return EvalKey(match['task'], match['pretrain'], finetune, int(match['seed']),
-                 int(match['m_inf']))
+  return EvalKey(
+    match['task'], match['pretrain'], finetune, int(match['seed']), int(match['m_inf'])
+  )
 
 
 def gin_value(value: Any) -> str:
@@ -180,8 +189,7 @@ def finetune_variants(grid: Grid) -> list[tuple[str, Finetune]]:
   for pretrain in PRETRAIN_VARIANTS:
     pairs.append((pretrain, Finetune('std', 0)))
     pairs.extend((pretrain, Finetune('pause', m)) for m in grid.num_pauses)
-    pairs.extend((pretrain, Finetune('pause', lo, max_pauses=hi))
-                 for lo, hi in grid.random_pauses)
+    pairs.extend((pretrain, Finetune('pause', lo, max_pauses=hi)) for lo, hi in grid.random_pauses)
     if grid.prepend:
       pairs.extend((pretrain, Finetune('pause', m, 'prepend')) for m in grid.num_pauses)
   if grid.filler:
@@ -208,26 +216,52 @@ def expand(grid: Grid) -> list[Run]:
     if pretrain in grid.pretrained:
       continue
     model_dir = pretrain_dir(grid, pretrain)
-    bindings = _bindings(grid.pretrain_bindings, {'MODEL_DIR': model_dir,
-                                                  'TASK': grid.pretrain_tasks[pretrain]})
-    runs.append(Run(f'pretrain/{pretrain}',
-                    Command('train', tuple(grid.pretrain_gin_files), bindings, model_dir)))
+    bindings = _bindings(
+      grid.pretrain_bindings, {'MODEL_DIR': model_dir, 'TASK': grid.pretrain_tasks[pretrain]}
+    )
+    runs.append(
+      Run(
+        f'pretrain/{pretrain}',
+        Command('train', tuple(grid.pretrain_gin_files), bindings, model_dir),
+      )
+    )
   for task in grid.tasks:
     for pretrain, finetune in finetune_variants(grid):
       for seed in range(grid.num_seeds):
         name = f'finetune/{task}/{pretrain}_{finetune.name}/seed{seed}'
         model_dir = f'{grid.experiment_dir}/{name}'
-        train = Command('train', tuple(grid.finetune_gin_files), _bindings(
-            grid.finetune_bindings, grid.task_bindings.get(task, {}),
-            {'MODEL_DIR': model_dir, 'INIT_CHECKPOINT': pretrain_dir(grid, pretrain),
-             'TASK': finetune.task(task), 'train.seed': seed}), model_dir)
+        train = Command(
+          'train',
+          tuple(grid.finetune_gin_files),
+          _bindings(
+            grid.finetune_bindings,
+            grid.task_bindings.get(task, {}),
+            {
+              'MODEL_DIR': model_dir,
+              'INIT_CHECKPOINT': pretrain_dir(grid, pretrain),
+              'TASK': finetune.task(task),
+              'train.seed': seed,
+            },
+          ),
+          model_dir,
+        )
         evals = tuple(
-            Command('evaluate', tuple(grid.eval_gin_files), _bindings(
-                grid.eval_bindings,
-                {'CHECKPOINT_PATH': model_dir, 'TASK': finetune.task(task),
-                 'NUM_INFERENCE_PAUSES': m, 'EVAL_OUTPUT_DIR': f'{model_dir}/eval/minf{m}'}),
-                f'{model_dir}/eval/minf{m}')
-            for m in inference_pauses(grid, finetune))
+          Command(
+            'evaluate',
+            tuple(grid.eval_gin_files),
+            _bindings(
+              grid.eval_bindings,
+              {
+                'CHECKPOINT_PATH': model_dir,
+                'TASK': finetune.task(task),
+                'NUM_INFERENCE_PAUSES': m,
+                'EVAL_OUTPUT_DIR': f'{model_dir}/eval/minf{m}',
+              },
+            ),
+            f'{model_dir}/eval/minf{m}',
+          )
+          for m in inference_pauses(grid, finetune)
+        )
         depends_on = None if pretrain in grid.pretrained else f'pretrain/{pretrain}'
         runs.append(Run(name, train, evals, depends_on))
   return runs

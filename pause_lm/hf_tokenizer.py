@@ -46,8 +46,9 @@ def load_tokenizer(tokenizer_file: str) -> tokenizers.Tokenizer:
   """The parsed tokenizer, once per process (every pipeline thread shares it)."""
   if not tf.io.gfile.exists(tokenizer_file):
     raise FileNotFoundError(
-        f'No Hugging Face tokenizer at {tokenizer_file!r}: pass the tokenizer.json file or the '
-        'folder that holds it (a model downloaded from the Hub has one).')
+      f'No Hugging Face tokenizer at {tokenizer_file!r}: pass the tokenizer.json file or the '
+      'folder that holds it (a model downloaded from the Hub has one).'
+    )
   with tf.io.gfile.GFile(tokenizer_file, 'r') as f:
     return tokenizers.Tokenizer.from_str(f.read())
 
@@ -87,10 +88,17 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
   the object pickles (gin deep-copies configurable arguments) and reloads lazily.
   """
 
-  def __init__(self, path: str, *, add_special_tokens: bool = False,
-               eos_token: str | None = None, unk_token: str | None = None,
-               pad_token: str | None = None, bos_token: str | None = None,
-               vocab_size: int | None = None):
+  def __init__(
+    self,
+    path: str,
+    *,
+    add_special_tokens: bool = False,
+    eos_token: str | None = None,
+    unk_token: str | None = None,
+    pad_token: str | None = None,
+    bos_token: str | None = None,
+    vocab_size: int | None = None,
+  ):
     """Reads the tokenizer and its special tokens now, so a bad path fails at registration.
 
     Args:
@@ -109,35 +117,49 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     configs = [_read_json(folder, name) for name in _CONFIG_FILES]
     model_config = _read_json(folder, 'config.json')
     overrides = {'eos': eos_token, 'unk': unk_token, 'pad': pad_token, 'bos': bos_token}
-    ids = {kind: self._special_id(tokenizer, kind, override, configs, model_config)
-           for kind, override in overrides.items()}
+    ids = {
+      kind: self._special_id(tokenizer, kind, override, configs, model_config)
+      for kind, override in overrides.items()
+    }
     if ids['eos'] is None:
       raise ValueError(
-          f'The tokenizer {self._tokenizer_file!r} names no EOS token (none in '
-          'tokenizer_config.json, special_tokens_map.json or config.json, and no '
-          f'{" / ".join(_CONVENTIONAL_EOS)}): pass eos_token=... (gin: '
-          "hf_vocabulary.eos_token = '...').")
+        f'The tokenizer {self._tokenizer_file!r} names no EOS token (none in '
+        'tokenizer_config.json, special_tokens_map.json or config.json, and no '
+        f'{" / ".join(_CONVENTIONAL_EOS)}): pass eos_token=... (gin: '
+        "hf_vocabulary.eos_token = '...')."
+      )
     self._eos_id, self._unk_id, self._bos_id = ids['eos'], ids['unk'], ids['bos']
     # seqio pads batches with 0 whatever this says; pad_id only fills the places decode_tf
     # must skip (after EOS, pauses). EOS cannot do that (decode stops at the first one), so a
     # tokenizer without its own pad token (GPT-2), or whose pad is EOS, gets -1: never a token.
     self._pad_id = ids['pad'] if ids['pad'] not in (None, ids['eos']) else NO_PAD_ID
     self._tokenizer_size = tokenizer.get_vocab_size(with_added_tokens=True)
-    self._vocab_size = vocab_size or max(self._tokenizer_size,
-                                         model_config.get('vocab_size') or 0)
+    self._vocab_size = vocab_size or max(self._tokenizer_size, model_config.get('vocab_size') or 0)
     if 0 < (model_config.get('vocab_size') or 0) < self._tokenizer_size and not vocab_size:
       logging.warning(
-          "%s: config.json's vocab_size (%d) is smaller than the tokenizer (%d tokens); the "
-          'pause id is %d, and ids from %d on have no row in that model.', self._tokenizer_file,
-          model_config['vocab_size'], self._tokenizer_size, self._vocab_size,
-          model_config['vocab_size'])
+        "%s: config.json's vocab_size (%d) is smaller than the tokenizer (%d tokens); the "
+        'pause id is %d, and ids from %d on have no row in that model.',
+        self._tokenizer_file,
+        model_config['vocab_size'],
+        self._tokenizer_size,
+        self._vocab_size,
+        model_config['vocab_size'],
+      )
     if self._vocab_size < self._tokenizer_size:
-      raise ValueError(f'vocab_size={self._vocab_size} is smaller than the tokenizer '
-                       f'({self._tokenizer_size} tokens); the pause id would collide with one.')
+      raise ValueError(
+        f'vocab_size={self._vocab_size} is smaller than the tokenizer '
+        f'({self._tokenizer_size} tokens); the pause id would collide with one.'
+      )
     super().__init__(extra_ids=0)
 
-  def _special_id(self, tokenizer, kind: str, override: str | None,
-                  configs: Sequence[Mapping[str, Any]], model_config) -> int | None:
+  def _special_id(
+    self,
+    tokenizer,
+    kind: str,
+    override: str | None,
+    configs: Sequence[Mapping[str, Any]],
+    model_config,
+  ) -> int | None:
     texts = [override] + [_token_text(c.get(f'{kind}_token')) for c in configs]
     if kind == 'unk':
       texts.append(json.loads(tokenizer.to_str())['model'].get('unk_token'))
@@ -146,8 +168,10 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
         continue
       token_id = tokenizer.token_to_id(text)
       if token_id is None:
-        raise ValueError(f'The {kind} token {text!r} is not in the tokenizer '
-                         f'{self._tokenizer_file!r}; pass {kind}_token= one of its tokens.')
+        raise ValueError(
+          f'The {kind} token {text!r} is not in the tokenizer '
+          f'{self._tokenizer_file!r}; pass {kind}_token= one of its tokens.'
+        )
       return token_id
     config_id = _first_id(model_config.get(f'{kind}_token_id'))
     if config_id is not None:
@@ -191,8 +215,9 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     """Many strings at once: the tokenizer's threads share the work, outside the GIL."""
-    encodings = self.tokenizer.encode_batch(list(texts),
-                                            add_special_tokens=self._add_special_tokens)
+    encodings = self.tokenizer.encode_batch(
+      list(texts), add_special_tokens=self._add_special_tokens
+    )
     return [e.ids for e in encodings]
 
   def _decode(self, ids: Iterable[int]) -> str:
@@ -209,10 +234,12 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     """A scalar string gives int32 ids [n]; a vector of strings gives a RaggedTensor."""
     rank = s.shape.rank
     if rank not in (0, 1):
-      raise ValueError(f'HfTokenizerVocabulary.encode_tf takes a string scalar or vector, '
-                       f'not shape {s.shape}.')
-    flat, lengths = tf.numpy_function(self._encode_np, [s], [tf.int32, tf.int64],
-                                      stateful=False, name='hf_tokenizer_encode')
+      raise ValueError(
+        f'HfTokenizerVocabulary.encode_tf takes a string scalar or vector, not shape {s.shape}.'
+      )
+    flat, lengths = tf.numpy_function(
+      self._encode_np, [s], [tf.int32, tf.int64], stateful=False, name='hf_tokenizer_encode'
+    )
     flat.set_shape([None])
     if rank == 0:
       return flat
@@ -230,14 +257,22 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     """int ids [..., n] to strings [...]; special tokens (EOS, pad) are skipped."""
     if isinstance(ids, tf.RaggedTensor):
       ids = ids.to_tensor(default_value=self.pad_id)
-    texts = tf.numpy_function(self._decode_np, [ids], tf.string, stateful=False,
-                              name='hf_tokenizer_decode')
+    texts = tf.numpy_function(
+      self._decode_np, [ids], tf.string, stateful=False, name='hf_tokenizer_decode'
+    )
     texts.set_shape(ids.shape[:-1])
     return texts
 
   def _state(self) -> tuple:
-    return (self._tokenizer_file, self._add_special_tokens, self._eos_id, self._unk_id,
-            self._pad_id, self._bos_id, self._vocab_size)
+    return (
+      self._tokenizer_file,
+      self._add_special_tokens,
+      self._eos_id,
+      self._unk_id,
+      self._pad_id,
+      self._bos_id,
+      self._vocab_size,
+    )
 
   def __eq__(self, other):
     return isinstance(other, HfTokenizerVocabulary) and self._state() == other._state()
@@ -246,18 +281,34 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     return hash(self._state())
 
   def __str__(self):
-    return (f'HfTokenizerVocabulary(file={self._tokenizer_file}, size={self._vocab_size}, '
-            f'eos_id={self._eos_id})')
+    return (
+      f'HfTokenizerVocabulary(file={self._tokenizer_file}, size={self._vocab_size}, '
+      f'eos_id={self._eos_id})'
+    )
 
   __repr__ = __str__
 
 
 @gin.configurable
-def hf_vocabulary(path: str = gin.REQUIRED, *, add_special_tokens: bool = False,
-                  eos_token: str | None = None, unk_token: str | None = None,
-                  pad_token: str | None = None, bos_token: str | None = None,
-                  vocab_size: int | None = None) -> vocab_lib.PauseVocabulary:
+def hf_vocabulary(
+  path: str = gin.REQUIRED,
+  *,
+  add_special_tokens: bool = False,
+  eos_token: str | None = None,
+  unk_token: str | None = None,
+  pad_token: str | None = None,
+  bos_token: str | None = None,
+  vocab_size: int | None = None,
+) -> vocab_lib.PauseVocabulary:
   """A Hugging Face tokenizer with the `<pause>` id (= its vocabulary size); see above."""
-  return vocab_lib.PauseVocabulary(HfTokenizerVocabulary(
-      path, add_special_tokens=add_special_tokens, eos_token=eos_token, unk_token=unk_token,
-      pad_token=pad_token, bos_token=bos_token, vocab_size=vocab_size))
+  return vocab_lib.PauseVocabulary(
+    HfTokenizerVocabulary(
+      path,
+      add_special_tokens=add_special_tokens,
+      eos_token=eos_token,
+      unk_token=unk_token,
+      pad_token=pad_token,
+      bos_token=bos_token,
+      vocab_size=vocab_size,
+    )
+  )

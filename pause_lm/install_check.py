@@ -8,7 +8,7 @@ order. Run after every install (the Makefile does) so a wrong environment never 
 import importlib.metadata
 import sys
 
-WATCHED = ("seqio", "tensorflow_datasets", "t5", "jax", "flax", "tensorflow")
+WATCHED = ('seqio', 'tensorflow_datasets', 't5', 'jax', 'flax', 'tensorflow')
 
 
 def duplicated_import_packages(watched=WATCHED):
@@ -20,12 +20,15 @@ def duplicated_import_packages(watched=WATCHED):
 def main():
   clashes = duplicated_import_packages()
   if clashes:
-    lines = [f"  {pkg}: {', '.join(dists)}" for pkg, dists in clashes.items()]
-    sys.exit("These import packages come from more than one distribution:\n" + "\n".join(lines) +
-             "\nUninstall the nightly ones (pip uninstall seqio-nightly tfds-nightly) and reinstall "
-             "t5 with --no-deps, as the Makefile does.")
-  print("install check: one distribution per import package:", ", ".join(WATCHED))
+    lines = [f'  {pkg}: {", ".join(dists)}' for pkg, dists in clashes.items()]
+    sys.exit(
+      'These import packages come from more than one distribution:\n'
+      + '\n'.join(lines)
+      + '\nUninstall the nightly ones (pip uninstall seqio-nightly tfds-nightly) and reinstall '
+      't5 with --no-deps, as the Makefile does.'
+    )
+  print('install check: one distribution per import package:', ', '.join(WATCHED))
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()

@@ -33,15 +33,15 @@ import jax.numpy as jnp
 from pause_lm import rope
 
 _REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  'none': None,
+  'full': jax.checkpoint_policies.nothing_saveable,
+  'dots_saveable': jax.checkpoint_policies.dots_saveable,
+  'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-_CACHE_MODES = (None, "prefill", "step")
-_NORMS = ("layer_norm", "rms_norm")
-_POSITION_EMBEDDINGS = ("learned", "rope")
-_MLP_ACTIVATIONS = ("gelu", "swiglu")
+_CACHE_MODES = (None, 'prefill', 'step')
+_NORMS = ('layer_norm', 'rms_norm')
+_POSITION_EMBEDDINGS = ('learned', 'rope')
+_MLP_ACTIVATIONS = ('gelu', 'swiglu')
 _INIT_STDDEV = 0.02  # GPT-2's initialiser; residual output projections are scaled further by depth.
 
 
@@ -49,6 +49,7 @@ _INIT_STDDEV = 0.02  # GPT-2's initialiser; residual output projections are scal
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Sizes and numerics of the decoder; every field is a gin binding (see gin/models/)."""
+
   # Rows of the embedding table: tokenizer vocabulary + 1 pause row, padded for alignment. None
   # means "not known yet": the caller fills it in from the task's vocabulary.
   num_embeddings: int | None = None
@@ -61,7 +62,7 @@ class ModelConfig:
   # Strings such as 'bfloat16' are accepted so that gin files need no dtype constants.
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-  remat_policy: str = "none"
+  remat_policy: str = 'none'
   scan_layers: bool = False
   # Passed to jax.nn.dot_product_attention: None/'xla' everywhere, 'cudnn' for the fused GPU
   # kernel (which needs a 16-bit dtype).
@@ -69,42 +70,46 @@ class ModelConfig:
   # Model family. The defaults are GPT-2 (the paper's architecture); Llama sets rms_norm, rope,
   # swiglu, no biases; Qwen2 is Llama with qkv_bias; GPT-2 checkpoints tie the embeddings.
   num_kv_heads: int | None = None  # key/value heads (grouped-query attention); None = num_heads
-  norm: str = "layer_norm"  # or "rms_norm" (no bias, no mean subtraction)
+  norm: str = 'layer_norm'  # or "rms_norm" (no bias, no mean subtraction)
   norm_epsilon: float = 1e-5
-  position_embedding: str = "learned"  # or "rope": rotary, no position table
+  position_embedding: str = 'learned'  # or "rope": rotary, no position table
   rope_theta: float = 10_000.0
   rope_scaling: str | None = None  # None, "linear" or "llama3" (HF config's rope_scaling type)
   rope_scaling_factor: float = 1.0
   rope_low_freq_factor: float = 1.0  # llama3 only
   rope_high_freq_factor: float = 4.0  # llama3 only
   rope_original_max_len: int = 8192  # llama3 only: original_max_position_embeddings
-  mlp_activation: str = "gelu"  # tanh-approximate GELU, or "swiglu": silu(x W_0) * (x W_1)
+  mlp_activation: str = 'gelu'  # tanh-approximate GELU, or "swiglu": silu(x W_0) * (x W_1)
   qkv_bias: bool = True  # biases on the query, key and value projections
   dense_bias: bool = True  # biases on the attention output and MLP projections
   tie_embeddings: bool = False  # the output projection is the transposed input embedding
 
   def __post_init__(self):
     # Frozen dataclass: normalise through object.__setattr__ so configs stay hashable (jit-static).
-    object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
-    object.__setattr__(self, "param_dtype", jnp.dtype(self.param_dtype))
+    object.__setattr__(self, 'dtype', jnp.dtype(self.dtype))
+    object.__setattr__(self, 'param_dtype', jnp.dtype(self.param_dtype))
     if self.remat_policy not in _REMAT_POLICIES:
-      raise ValueError(f"remat_policy must be one of {sorted(_REMAT_POLICIES)}, "
-                       f"got {self.remat_policy!r}")
+      raise ValueError(
+        f'remat_policy must be one of {sorted(_REMAT_POLICIES)}, got {self.remat_policy!r}'
+      )
     if self.emb_dim % self.num_heads:
-      raise ValueError(f"emb_dim {self.emb_dim} is not divisible by num_heads {self.num_heads}")
-    for field, value, allowed in (("norm", self.norm, _NORMS),
-                                  ("position_embedding", self.position_embedding,
-                                   _POSITION_EMBEDDINGS),
-                                  ("mlp_activation", self.mlp_activation, _MLP_ACTIVATIONS),
-                                  ("rope_scaling", self.rope_scaling, rope.SCALINGS)):
+      raise ValueError(f'emb_dim {self.emb_dim} is not divisible by num_heads {self.num_heads}')
+    for field, value, allowed in (
+      ('norm', self.norm, _NORMS),
+      ('position_embedding', self.position_embedding, _POSITION_EMBEDDINGS),
+      ('mlp_activation', self.mlp_activation, _MLP_ACTIVATIONS),
+      ('rope_scaling', self.rope_scaling, rope.SCALINGS),
+    ):
       if value not in allowed:
-        raise ValueError(f"ModelConfig.{field} must be one of {allowed}, got {value!r}")
+        raise ValueError(f'ModelConfig.{field} must be one of {allowed}, got {value!r}')
     if self.num_heads % self.kv_heads:
-      raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads "
-                       f"{self.num_kv_heads}: each key/value head serves a whole group of "
-                       "query heads")
-    if self.position_embedding == "rope" and self.head_dim % 2:
-      raise ValueError(f"rotary position embeddings need an even head_dim, got {self.head_dim}")
+      raise ValueError(
+        f'num_heads {self.num_heads} is not a multiple of num_kv_heads '
+        f'{self.num_kv_heads}: each key/value head serves a whole group of '
+        'query heads'
+      )
+    if self.position_embedding == 'rope' and self.head_dim % 2:
+      raise ValueError(f'rotary position embeddings need an even head_dim, got {self.head_dim}')
 
   @property
   def head_dim(self) -> int:
@@ -116,16 +121,22 @@ class ModelConfig:
 
   def rope_frequencies(self):
     return rope.inverse_frequencies(
-        self.head_dim, self.rope_theta, self.rope_scaling, self.rope_scaling_factor,
-        self.rope_low_freq_factor, self.rope_high_freq_factor, self.rope_original_max_len)
+      self.head_dim,
+      self.rope_theta,
+      self.rope_scaling,
+      self.rope_scaling_factor,
+      self.rope_low_freq_factor,
+      self.rope_high_freq_factor,
+      self.rope_original_max_len,
+    )
 
   def matmul_params(self) -> int:
     """Weights that take part in a matrix multiply per token (lookups and biases excluded)."""
     if self.num_embeddings is None:
-      raise ValueError("num_embeddings is not set")
+      raise ValueError('num_embeddings is not set')
     d, f = self.emb_dim, self.mlp_dim
     attention = 2 * d * d + 2 * d * self.kv_heads * self.head_dim  # q, out; k, v (GQA: fewer)
-    mlp = (3 if self.mlp_activation == "swiglu" else 2) * d * f  # SwiGLU has a gate matrix
+    mlp = (3 if self.mlp_activation == 'swiglu' else 2) * d * f  # SwiGLU has a gate matrix
     return self.num_layers * (attention + mlp) + d * self.num_embeddings
 
   def flops_per_token(self, seq_len: int) -> float:
@@ -150,20 +161,29 @@ def _partitioned(init, names):
 
 
 def _norm(config: ModelConfig, name: str) -> nn.Module:
-  if config.norm == "rms_norm":
-    return nn.RMSNorm(epsilon=config.norm_epsilon, dtype=config.dtype,
-                      param_dtype=config.param_dtype, name=name,
-                      scale_init=_partitioned(nn.initializers.ones, ("embed",)))
+  if config.norm == 'rms_norm':
+    return nn.RMSNorm(
+      epsilon=config.norm_epsilon,
+      dtype=config.dtype,
+      param_dtype=config.param_dtype,
+      name=name,
+      scale_init=_partitioned(nn.initializers.ones, ('embed',)),
+    )
   return nn.LayerNorm(
-      epsilon=config.norm_epsilon, dtype=config.dtype, param_dtype=config.param_dtype, name=name,
-      scale_init=_partitioned(nn.initializers.ones, ("embed",)),
-      bias_init=_partitioned(nn.initializers.zeros, ("embed",)))
+    epsilon=config.norm_epsilon,
+    dtype=config.dtype,
+    param_dtype=config.param_dtype,
+    name=name,
+    scale_init=_partitioned(nn.initializers.ones, ('embed',)),
+    bias_init=_partitioned(nn.initializers.zeros, ('embed',)),
+  )
 
 
 def _write_at(cache: jax.Array, update: jax.Array, index: jax.Array) -> jax.Array:
   """Writes update[b] ([1, heads, kv]) into cache[b] ([T, heads, kv]) at row index[b]."""
   return jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice(c, u, (i, 0, 0)))(
-      cache, update, index)
+    cache, update, index
+  )
 
 
 class _HeadDense(nn.Module):
@@ -174,6 +194,7 @@ class _HeadDense(nn.Module):
   array and fails once a mesh and logical rules are active. Declaring [in..., out...] directly
   keeps the names valid; parameter names, shapes and the computation are DenseGeneral's.
   """
+
   features: tuple[int, ...]
   in_dims: int
   kernel_names: tuple[str, ...]
@@ -185,16 +206,21 @@ class _HeadDense(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    in_shape = x.shape[-self.in_dims:]
-    kernel = self.param("kernel", _partitioned(_dense_init(self.init_scale), self.kernel_names),
-                        (*in_shape, *self.features), cfg.param_dtype)
+    in_shape = x.shape[-self.in_dims :]
+    kernel = self.param(
+      'kernel',
+      _partitioned(_dense_init(self.init_scale), self.kernel_names),
+      (*in_shape, *self.features),
+      cfg.param_dtype,
+    )
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=cfg.dtype)
     contract = tuple(range(x.ndim - self.in_dims, x.ndim))
     out = jax.lax.dot_general(x, kernel, ((contract, tuple(range(self.in_dims))), ((), ())))
     if not self.use_bias:
       return out
-    bias = self.param("bias", _partitioned(nn.initializers.zeros, self.bias_names),
-                      self.features, cfg.param_dtype)
+    bias = self.param(
+      'bias', _partitioned(nn.initializers.zeros, self.bias_names), self.features, cfg.param_dtype
+    )
     return out + jnp.asarray(bias, cfg.dtype)
 
 
@@ -205,6 +231,7 @@ class Attention(nn.Module):
   jax.nn.dot_product_attention shares each among its group of query heads. Rotary embeddings are
   applied to queries and keys before caching, so cached keys are already rotated.
   """
+
   config: ModelConfig
   cache_mode: str | None = None
   cache_len: int | None = None
@@ -213,17 +240,29 @@ class Attention(nn.Module):
   def __call__(self, x, mask, positions):
     cfg = self.config
     query_projection = functools.partial(
-        _HeadDense, (cfg.num_heads, cfg.head_dim), 1, ("embed", "heads", "kv"), ("heads", "kv"),
-        cfg, use_bias=cfg.qkv_bias)
+      _HeadDense,
+      (cfg.num_heads, cfg.head_dim),
+      1,
+      ('embed', 'heads', 'kv'),
+      ('heads', 'kv'),
+      cfg,
+      use_bias=cfg.qkv_bias,
+    )
     kv_projection = functools.partial(
-        _HeadDense, (cfg.kv_heads, cfg.head_dim), 1, ("embed", "kv_heads", "kv"),
-        ("kv_heads", "kv"), cfg, use_bias=cfg.qkv_bias)
-    qkv_axes = ("batch", "length", "heads", "kv")
-    kv_axes = ("batch", "length", "kv_heads", "kv")
-    query = nn.with_logical_constraint(query_projection(name="query")(x), qkv_axes)
-    key = nn.with_logical_constraint(kv_projection(name="key")(x), kv_axes)
-    value = nn.with_logical_constraint(kv_projection(name="value")(x), kv_axes)
-    if cfg.position_embedding == "rope":
+      _HeadDense,
+      (cfg.kv_heads, cfg.head_dim),
+      1,
+      ('embed', 'kv_heads', 'kv'),
+      ('kv_heads', 'kv'),
+      cfg,
+      use_bias=cfg.qkv_bias,
+    )
+    qkv_axes = ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv')
+    kv_axes = ('activation_batch', 'activation_length', 'activation_kv_heads', 'activation_kv')
+    query = nn.with_logical_constraint(query_projection(name='query')(x), qkv_axes)
+    key = nn.with_logical_constraint(kv_projection(name='key')(x), kv_axes)
+    value = nn.with_logical_constraint(kv_projection(name='value')(x), kv_axes)
+    if cfg.position_embedding == 'rope':
       inv_freq = cfg.rope_frequencies()
       query = rope.apply_rotary(query, positions, inv_freq)
       key = rope.apply_rotary(key, positions, inv_freq)
@@ -231,9 +270,9 @@ class Attention(nn.Module):
     if self.cache_mode is not None:
       batch = x.shape[0]
       shape = (batch, self.cache_len, cfg.kv_heads, cfg.head_dim)
-      cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, cfg.dtype)
-      cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, cfg.dtype)
-      if self.cache_mode == "prefill":
+      cached_key = self.variable('cache', 'cached_key', jnp.zeros, shape, cfg.dtype)
+      cached_value = self.variable('cache', 'cached_value', jnp.zeros, shape, cfg.dtype)
+      if self.cache_mode == 'prefill':
         # Attend over the fresh keys (prefill masks apply as in training); keep them for later.
         cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, 0, 0, 0))
         cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, 0, 0, 0))
@@ -249,16 +288,29 @@ class Attention(nn.Module):
     # The configured kernel (cuDNN's fused one on GPUs) runs the plainly causal case it was
     # measured on; masked attention (prefix-LM, packing, the KV cache) stays on XLA's.
     out = jax.nn.dot_product_attention(
-        query, key, value, mask=mask, is_causal=mask is None,
-        implementation=cfg.attention_impl if mask is None else None)
+      query,
+      key,
+      value,
+      mask=mask,
+      is_causal=mask is None,
+      implementation=cfg.attention_impl if mask is None else None,
+    )
     out = nn.with_logical_constraint(out, qkv_axes)
-    return _HeadDense((cfg.emb_dim,), 2, ("heads", "kv", "embed"), ("embed",), cfg,
-                      init_scale=1 / (2 * cfg.num_layers) ** 0.5, use_bias=cfg.dense_bias,
-                      name="out")(out)
+    return _HeadDense(
+      (cfg.emb_dim,),
+      2,
+      ('heads', 'kv', 'embed'),
+      ('embed',),
+      cfg,
+      init_scale=1 / (2 * cfg.num_layers) ** 0.5,
+      use_bias=cfg.dense_bias,
+      name='out',
+    )(out)
 
 
 class Mlp(nn.Module):
   """emb -> mlp -> emb: GPT-2's GELU MLP (`wi`, `wo`) or Llama's SwiGLU (`wi_0` gate, `wi_1`)."""
+
   config: ModelConfig
 
   @nn.compact
@@ -266,18 +318,24 @@ class Mlp(nn.Module):
     cfg = self.config
 
     def dense(features, names, name, scale=1.0):
-      return nn.Dense(features, use_bias=cfg.dense_bias, dtype=cfg.dtype,
-                      param_dtype=cfg.param_dtype,
-                      kernel_init=_partitioned(_dense_init(scale), names),
-                      bias_init=_partitioned(nn.initializers.zeros, names[1:]), name=name)
+      return nn.Dense(
+        features,
+        use_bias=cfg.dense_bias,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        kernel_init=_partitioned(_dense_init(scale), names),
+        bias_init=_partitioned(nn.initializers.zeros, names[1:]),
+        name=name,
+      )
 
-    if cfg.mlp_activation == "swiglu":
-      h = (nn.silu(dense(cfg.mlp_dim, ("embed", "mlp"), "wi_0")(x)) *
-           dense(cfg.mlp_dim, ("embed", "mlp"), "wi_1")(x))
+    if cfg.mlp_activation == 'swiglu':
+      h = nn.silu(dense(cfg.mlp_dim, ('embed', 'mlp'), 'wi_0')(x)) * dense(
+        cfg.mlp_dim, ('embed', 'mlp'), 'wi_1'
+      )(x)
     else:
-      h = nn.gelu(dense(cfg.mlp_dim, ("embed", "mlp"), "wi")(x))
-    h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-    return dense(cfg.emb_dim, ("mlp", "embed"), "wo", 1 / (2 * cfg.num_layers) ** 0.5)(h)
+      h = nn.gelu(dense(cfg.mlp_dim, ('embed', 'mlp'), 'wi')(x))
+    h = nn.with_logical_constraint(h, ('activation_batch', 'activation_length', 'activation_mlp'))
+    return dense(cfg.emb_dim, ('mlp', 'embed'), 'wo', 1 / (2 * cfg.num_layers) ** 0.5)(h)
 
 
 class DecoderBlock(nn.Module):
@@ -286,6 +344,7 @@ class DecoderBlock(nn.Module):
   Static choices (dropout on/off, cache mode) are attributes rather than call arguments so that
   the block can be wrapped by nn.remat and nn.scan, which only thread arrays.
   """
+
   config: ModelConfig
   deterministic: bool = True
   cache_mode: str | None = None
@@ -295,12 +354,12 @@ class DecoderBlock(nn.Module):
   def __call__(self, x, mask, positions):
     cfg = self.config
     dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
-    h = _norm(cfg, "pre_attention_norm")(x)
-    h = Attention(cfg, self.cache_mode, self.cache_len, name="attention")(h, mask, positions)
+    h = _norm(cfg, 'pre_attention_norm')(x)
+    h = Attention(cfg, self.cache_mode, self.cache_len, name='attention')(h, mask, positions)
     x = x + dropout(h)
-    h = _norm(cfg, "pre_mlp_norm")(x)
-    x = x + dropout(Mlp(cfg, name="mlp")(h))
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    h = _norm(cfg, 'pre_mlp_norm')(x)
+    x = x + dropout(Mlp(cfg, name='mlp')(h))
+    x = nn.with_logical_constraint(x, ('activation_batch', 'activation_length', 'activation_embed'))
     if cfg.scan_layers:
       return x, None
     return x
@@ -320,12 +379,22 @@ def attention_mask(length: int, causal_attention=None, segment_ids=None) -> jax.
 
 class Decoder(nn.Module):
   """Token ids in, float32 logits over all embedding rows out."""
+
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, decoder_input_tokens, decoder_positions=None, decoder_segment_ids=None,
-               decoder_causal_attention=None, *, deterministic=True, cache_mode=None,
-               cache_len=None, logit_indices=None):
+  def __call__(
+    self,
+    decoder_input_tokens,
+    decoder_positions=None,
+    decoder_segment_ids=None,
+    decoder_causal_attention=None,
+    *,
+    deterministic=True,
+    cache_mode=None,
+    cache_len=None,
+    logit_indices=None,
+  ):
     """Runs the decoder.
 
     Args:
@@ -348,36 +417,49 @@ class Decoder(nn.Module):
     """
     cfg = self.config
     if cfg.num_embeddings is None:
-      raise ValueError("ModelConfig.num_embeddings is None: set it from the vocabulary "
-                       "(or bind NUM_EMBEDDINGS in gin)")
+      raise ValueError(
+        'ModelConfig.num_embeddings is None: set it from the vocabulary '
+        '(or bind NUM_EMBEDDINGS in gin)'
+      )
     if cache_mode not in _CACHE_MODES:
-      raise ValueError(f"cache_mode must be one of {_CACHE_MODES}, got {cache_mode!r}")
-    if cache_mode == "prefill" and cache_len is None:
+      raise ValueError(f'cache_mode must be one of {_CACHE_MODES}, got {cache_mode!r}')
+    if cache_mode == 'prefill' and cache_len is None:
       raise ValueError("cache_mode='prefill' needs cache_len")
-    if cache_mode == "step" and decoder_positions is None:
+    if cache_mode == 'step' and decoder_positions is None:
       raise ValueError("cache_mode='step' needs decoder_positions")
     length = decoder_input_tokens.shape[1]
     if decoder_positions is None:
       decoder_positions = jnp.broadcast_to(jnp.arange(length), decoder_input_tokens.shape)
 
     token_embed = nn.Embed(
-        cfg.num_embeddings, cfg.emb_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-        embedding_init=_partitioned(_dense_init(), ("vocab", "embed")), name="token_embed")
+      cfg.num_embeddings,
+      cfg.emb_dim,
+      dtype=cfg.dtype,
+      param_dtype=cfg.param_dtype,
+      embedding_init=_partitioned(_dense_init(), ('vocab', 'embed')),
+      name='token_embed',
+    )
     x = token_embed(decoder_input_tokens)
-    if cfg.position_embedding == "learned":
+    if cfg.position_embedding == 'learned':
       # The position table's first axis is left unnamed: it is small and never worth sharding.
       position_embed = nn.Embed(
-          cfg.max_len, cfg.emb_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-          embedding_init=_partitioned(_dense_init(), (None, "embed")), name="position_embed")
+        cfg.max_len,
+        cfg.emb_dim,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        embedding_init=_partitioned(_dense_init(), (None, 'embed')),
+        name='position_embed',
+      )
       x = x + position_embed(decoder_positions)
     x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    x = nn.with_logical_constraint(x, ('activation_batch', 'activation_length', 'activation_embed'))
 
     # None means plainly causal: attention then takes `is_causal`, which cuDNN's fused kernel
     # runs without materialising a [length, length] mask.
     mask = None
-    if cache_mode != "step" and (decoder_causal_attention is not None or
-                                 decoder_segment_ids is not None):
+    if cache_mode != 'step' and (
+      decoder_causal_attention is not None or decoder_segment_ids is not None
+    ):
       mask = attention_mask(length, decoder_causal_attention, decoder_segment_ids)
 
     block = DecoderBlock
@@ -386,25 +468,36 @@ class Decoder(nn.Module):
       block = nn.remat(block, policy=policy, prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
       stack = nn.scan(
-          block, variable_axes={"params": 0, "cache": 0},
-          split_rngs={"params": True, "dropout": True},
-          in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
-          metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = stack(cfg, deterministic, cache_mode, cache_len, name="layers")(
-          x, mask, decoder_positions)
+        block,
+        variable_axes={'params': 0, 'cache': 0},
+        split_rngs={'params': True, 'dropout': True},
+        in_axes=(nn.broadcast, nn.broadcast),
+        length=cfg.num_layers,
+        metadata_params={nn.PARTITION_NAME: 'layers'},
+      )
+      x, _ = stack(cfg, deterministic, cache_mode, cache_len, name='layers')(
+        x, mask, decoder_positions
+      )
     else:
       for i in range(cfg.num_layers):
-        layer = block(cfg, deterministic, cache_mode, cache_len, name=f"layers_{i}")
+        layer = block(cfg, deterministic, cache_mode, cache_len, name=f'layers_{i}')
         x = layer(x, mask, decoder_positions)
 
     if logit_indices is not None:
       x = jnp.take_along_axis(x, logit_indices[:, None, None], axis=1)
-    x = _norm(cfg, "final_norm")(x)
+    x = _norm(cfg, 'final_norm')(x)
     if cfg.tie_embeddings:
       logits = token_embed.attend(x)
     else:
       logits = nn.Dense(
-          cfg.num_embeddings, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-          kernel_init=_partitioned(_dense_init(), ("embed", "vocab")), name="logits")(x)
-    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+        cfg.num_embeddings,
+        use_bias=False,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        kernel_init=_partitioned(_dense_init(), ('embed', 'vocab')),
+        name='logits',
+      )(x)
+    logits = nn.with_logical_constraint(
+      logits, ('activation_batch', 'activation_length', 'activation_vocab')
+    )
     return logits.astype(jnp.float32)

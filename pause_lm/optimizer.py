@@ -8,23 +8,32 @@ rare tokens, the `<pause>` row among them, for being rare.
 """
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import gin
 import jax
 import jax.numpy as jnp
 import optax
 
+from pause_lm import gin_utils
+
 SCHEDULES = ('cosine', 'rsqrt', 'constant')
+
+
+class Optimizer(NamedTuple):
+  """The update rule and its schedule, kept together so the trainer can log the rate."""
+
+  transform: optax.GradientTransformation
+  schedule: optax.Schedule
 
 
 @gin.configurable
 def learning_rate_schedule(
-    learning_rate: float = gin.REQUIRED,
-    warmup_steps: int = 0,
-    total_steps: int | None = None,
-    kind: str = 'cosine',
-    end_ratio: float = 0.1,
+  learning_rate: float = gin.REQUIRED,
+  warmup_steps: int = 0,
+  total_steps: int | None = None,
+  kind: str = 'cosine',
+  end_ratio: float = 0.1,
 ) -> optax.Schedule:
   """Linear warmup from 0, then cosine decay, rsqrt decay, or constant.
 
@@ -41,34 +50,49 @@ def learning_rate_schedule(
     A function from step to learning rate.
   """
   if kind not in SCHEDULES:
-    raise ValueError(f'learning_rate_schedule.kind={kind!r}; use one of '
-                     f'{SCHEDULES}.')
+    raise ValueError(f'learning_rate_schedule.kind={kind!r}; use one of {SCHEDULES}.')
+  # gin builds the schedule before `train` checks its own settings, so name the macro here.
+  for macro, name, value in (
+    ('WARMUP_STEPS', 'warmup_steps', warmup_steps),
+    ('TRAIN_STEPS', 'total_steps', total_steps),
+  ):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+      raise gin_utils.SettingValueError(
+        f'{macro}={value!r} (learning_rate_schedule.{name}) must be an integer; set it '
+        f'with --gin.{macro}=<int>, e.g. --gin.{macro}=100 (no quotes).'
+      )
   if kind == 'cosine':
     if total_steps is None or total_steps <= warmup_steps:
       raise ValueError(
-          f'The cosine schedule needs total_steps ({total_steps}) larger than '
-          f'warmup_steps ({warmup_steps}); bind '
-          'learning_rate_schedule.total_steps (usually %TRAIN_STEPS).')
+        f'The cosine schedule needs total_steps ({total_steps}) larger than '
+        f'warmup_steps ({warmup_steps}); bind '
+        'learning_rate_schedule.total_steps (usually %TRAIN_STEPS).'
+      )
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps,
-        decay_steps=total_steps, end_value=learning_rate * end_ratio)
+      init_value=0.0,
+      peak_value=learning_rate,
+      warmup_steps=warmup_steps,
+      decay_steps=total_steps,
+      end_value=learning_rate * end_ratio,
+    )
   warmup = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
   if kind == 'constant':
     after = optax.constant_schedule(learning_rate)
   else:
+
     def after(step):
       # `step` counts from the end of warmup (join_schedules offsets it).
-      return learning_rate * jnp.sqrt(
-          max(warmup_steps, 1) / (step + max(warmup_steps, 1)))
+      return learning_rate * jnp.sqrt(max(warmup_steps, 1) / (step + max(warmup_steps, 1)))
+
   return optax.join_schedules([warmup, after], [warmup_steps])
 
 
 def weight_decay_mask(
-    params: Any,
-    *,
-    decay_biases: bool = False,
-    decay_norms: bool = False,
-    decay_embeddings: bool = False,
+  params: Any,
+  *,
+  decay_biases: bool = False,
+  decay_norms: bool = False,
+  decay_embeddings: bool = False,
 ) -> Any:
   """True for parameters that weight decay applies to.
 
@@ -85,6 +109,7 @@ def weight_decay_mask(
   Returns:
     A tree of booleans with the structure of `params`.
   """
+
   def decide(path, _):
     names = [str(getattr(k, 'key', getattr(k, 'name', k))) for k in path]
     leaf, modules = names[-1], names[:-1]
@@ -95,26 +120,27 @@ def weight_decay_mask(
     if leaf == 'bias':
       return decay_biases
     return True
+
   return jax.tree_util.tree_map_with_path(decide, params)
 
 
 @gin.configurable
 def create_optimizer(
-    learning_rate_fn: optax.Schedule | None = None,
-    b1: float = 0.9,
-    b2: float = 0.95,
-    eps: float = 1e-8,
-    weight_decay: float = 0.1,
-    clip_norm: float | None = 1.0,
-    decay_biases: bool = False,
-    decay_norms: bool = False,
-    decay_embeddings: bool = False,
-) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW behind global-norm clipping; returns it with its schedule.
+  learning_rate_fn: optax.Schedule = gin.REQUIRED,
+  b1: float = 0.9,
+  b2: float = 0.95,
+  eps: float = 1e-8,
+  weight_decay: float = 0.1,
+  clip_norm: float | None = 1.0,
+  decay_biases: bool = False,
+  decay_norms: bool = False,
+  decay_embeddings: bool = False,
+) -> Optimizer:
+  """AdamW behind global-norm clipping, with its schedule.
 
   Args:
-    learning_rate_fn: The schedule; `learning_rate_schedule()` (gin-configured)
-      when None.
+    learning_rate_fn: The schedule, e.g. `create_optimizer.learning_rate_fn =
+      @learning_rate_schedule()` in a run file.
     b1: Adam's first-moment decay.
     b2: Adam's second-moment decay (0.95 as in GPT-3 and most LM recipes).
     eps: Adam's epsilon.
@@ -125,33 +151,33 @@ def create_optimizer(
     decay_embeddings: See `weight_decay_mask`.
 
   Returns:
-    (optimizer, schedule); the schedule is returned for logging.
+    (transform, schedule); the schedule is returned for logging.
   """
-  schedule = learning_rate_fn or learning_rate_schedule()
+  schedule = learning_rate_fn
 
   def mask(params):
     return weight_decay_mask(
-        params, decay_biases=decay_biases, decay_norms=decay_norms,
-        decay_embeddings=decay_embeddings)
+      params, decay_biases=decay_biases, decay_norms=decay_norms, decay_embeddings=decay_embeddings
+    )
 
-  adamw = optax.adamw(schedule, b1=b1, b2=b2, eps=eps,
-                      weight_decay=weight_decay, mask=mask)
+  adamw = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask)
   if not clip_norm:
-    return adamw, schedule
-  return optax.chain(optax.clip_by_global_norm(clip_norm), adamw), schedule
+    return Optimizer(adamw, schedule)
+  return Optimizer(optax.chain(optax.clip_by_global_norm(clip_norm), adamw), schedule)
 
 
-GradFn = Callable[[Any, Mapping[str, jax.Array], jax.Array],
-                  tuple[tuple[jax.Array, dict[str, jax.Array]], Any]]
+GradFn = Callable[
+  [Any, Mapping[str, jax.Array], jax.Array], tuple[tuple[jax.Array, dict[str, jax.Array]], Any]
+]
 
 
 def accumulate_gradients(
-    grad_fn: GradFn,
-    params: Any,
-    batch: Mapping[str, jax.Array],
-    rng: jax.Array,
-    num_microbatches: int,
-    constrain: Callable[[Mapping[str, jax.Array]], Any] = lambda b: b,
+  grad_fn: GradFn,
+  params: Any,
+  batch: Mapping[str, jax.Array],
+  rng: jax.Array,
+  num_microbatches: int,
+  constrain: Callable[[Mapping[str, jax.Array]], Any] = lambda b: b,
 ) -> tuple[tuple[jax.Array, dict[str, jax.Array]], Any]:
   """Sums `grad_fn` outputs over microbatches, to fit big batches in memory.
 
@@ -175,8 +201,7 @@ def accumulate_gradients(
     return grad_fn(params, batch, rng)
 
   def split(x):
-    x = x.reshape((x.shape[0] // num_microbatches, num_microbatches) +
-                  x.shape[1:])
+    x = x.reshape((x.shape[0] // num_microbatches, num_microbatches) + x.shape[1:])
     return jnp.swapaxes(x, 0, 1)
 
   microbatches = jax.tree.map(split, dict(batch))
@@ -186,9 +211,7 @@ def accumulate_gradients(
     out = grad_fn(params, constrain(microbatch), jax.random.fold_in(rng, index))
     return jax.tree.map(jnp.add, carry, out), None
 
-  out_shape = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0],
-                                                           microbatches), rng)
+  out_shape = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], microbatches), rng)
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape)
-  total, _ = jax.lax.scan(
-      body, zeros, (jnp.arange(num_microbatches), microbatches))
+  total, _ = jax.lax.scan(body, zeros, (jnp.arange(num_microbatches), microbatches))
   return total

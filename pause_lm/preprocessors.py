@@ -15,18 +15,19 @@ import tensorflow as tf
 from pause_lm import stateless_random
 from pause_lm import vocab as vocab_lib
 
-PLACEMENTS = ("append", "prepend")
-KEEPS = ("end", "start")
+PLACEMENTS = ('append', 'prepend')
+KEEPS = ('end', 'start')
 # Number of prefix tokens cut to make room for the pauses (0 when nothing was cut).
-TRUNCATED_KEY = "inputs_pause_truncated"
+TRUNCATED_KEY = 'inputs_pause_truncated'
 
 
 def _pause_id(output_features, key: str) -> int:
   vocabulary = output_features[key].vocabulary
   if not isinstance(vocabulary, vocab_lib.PauseVocabulary):
     raise ValueError(
-        f"Feature {key!r} uses {type(vocabulary).__name__}, which has no <pause> id. Wrap it: "
-        f"seqio.Feature(pause_lm.vocab.PauseVocabulary(base_vocabulary)).")
+      f'Feature {key!r} uses {type(vocabulary).__name__}, which has no <pause> id. Wrap it: '
+      f'seqio.Feature(pause_lm.vocab.PauseVocabulary(base_vocabulary)).'
+    )
   return vocabulary.pause_id
 
 
@@ -38,15 +39,17 @@ def pause_gaps(length: tf.Tensor, seed: tf.Tensor, rate: float) -> tf.Tensor:
   """
   num_pauses = tf.cast(tf.round(rate * tf.cast(length, tf.float64)), tf.int32)
   return tf.random.stateless_uniform(
-      [num_pauses], seed=seed, minval=0, maxval=length + 1, dtype=tf.int32)
+    [num_pauses], seed=seed, minval=0, maxval=length + 1, dtype=tf.int32
+  )
 
 
 def insert_pauses(tokens: tf.Tensor, seed: tf.Tensor, pause_id: int, rate: float) -> tf.Tensor:
   """Algorithm 1 on one 1-D sequence: pauses into the gaps of `pause_gaps`, trimmed to L."""
   length = tf.size(tokens)
   gaps = pause_gaps(length, seed, rate)
-  pauses_per_gap = tf.math.bincount(gaps, minlength=length + 1, maxlength=length + 1,
-                                    dtype=tf.int32)
+  pauses_per_gap = tf.math.bincount(
+    gaps, minlength=length + 1, maxlength=length + 1, dtype=tf.int32
+  )
   # Token i moves right by the number of pauses in gaps 0..i (those placed before it).
   new_positions = tf.range(length) + tf.cumsum(pauses_per_gap)[:length]
   injected = tf.fill([length + tf.size(gaps)], tf.constant(pause_id, tokens.dtype))
@@ -54,8 +57,9 @@ def insert_pauses(tokens: tf.Tensor, seed: tf.Tensor, pause_id: int, rate: float
   return injected[:length]
 
 
-def insert_pauses_batch(tokens: np.ndarray, lengths: np.ndarray, seeds: np.ndarray,
-                        pause_id: int, rate: float) -> np.ndarray:
+def insert_pauses_batch(
+  tokens: np.ndarray, lengths: np.ndarray, seeds: np.ndarray, pause_id: int, rate: float
+) -> np.ndarray:
   """`insert_pauses` on every row of a batch at once: the same output, row for row.
 
   Row b draws its gaps from `seeds[b]` as `pause_gaps` does (a stateless int32 draw is the
@@ -113,11 +117,16 @@ def _seqio_seed_dataset() -> tf.data.Dataset:
 # chunk at short lengths (8.4% of the pipeline's throughput at 128 chunks of 256; 3.0-5.3% at
 # 512, benchmarks/data_pipeline.py on 2 cores).
 INJECT_TOKENS = 2**17
-_LENGTH_KEY = "_pause_lm_chunk_length"  # carried through the padded batch, then dropped
+_LENGTH_KEY = '_pause_lm_chunk_length'  # carried through the padded batch, then dropped
 
 
-def inject_pauses(dataset: tf.data.Dataset, output_features, rate: float = 0.1,
-                  feature_key: str = "targets", sequence_length=None) -> tf.data.Dataset:
+def inject_pauses(
+  dataset: tf.data.Dataset,
+  output_features,
+  rate: float = 0.1,
+  feature_key: str = 'targets',
+  sequence_length=None,
+) -> tf.data.Dataset:
   """Pause-pretraining (Section 3.1): pauses at uniformly random positions of each chunk.
 
   Apply after the text is cut into chunks of the sequence length, so that every chunk of
@@ -127,11 +136,11 @@ def inject_pauses(dataset: tf.data.Dataset, output_features, rate: float = 0.1,
   tokens) to a half (at 256) of the pipeline's throughput.
   """
   if not 0.0 <= rate < 1.0:
-    raise ValueError(f"Pause rate must be in [0, 1), got {rate}.")
+    raise ValueError(f'Pause rate must be in [0, 1), got {rate}.')
   pause_id = _pause_id(output_features, feature_key)
 
   static_shape = dataset.element_spec[feature_key].shape
-  chunk_length = ((sequence_length or {}).get(feature_key) or static_shape[0] or 2048)
+  chunk_length = (sequence_length or {}).get(feature_key) or static_shape[0] or 2048
   batch_size = max(1, INJECT_TOKENS // chunk_length)
 
   def with_length(features):
@@ -140,10 +149,13 @@ def inject_pauses(dataset: tf.data.Dataset, output_features, rate: float = 0.1,
   def inject(features, seeds):
     features = dict(features)
     chunks = features[feature_key]
-    seeds = tf.stack(seeds, axis=1)[:tf.shape(chunks)[0]]  # the last batch may be short
+    seeds = tf.stack(seeds, axis=1)[: tf.shape(chunks)[0]]  # the last batch may be short
     injected = tf.numpy_function(
-        lambda t, n, s: insert_pauses_batch(t, n, s, pause_id, rate),
-        [chunks, features[_LENGTH_KEY], seeds], chunks.dtype, stateful=False)
+      lambda t, n, s: insert_pauses_batch(t, n, s, pause_id, rate),
+      [chunks, features[_LENGTH_KEY], seeds],
+      chunks.dtype,
+      stateful=False,
+    )
     features[feature_key] = tf.ensure_shape(injected, chunks.shape)
     return features
 
@@ -155,8 +167,9 @@ def inject_pauses(dataset: tf.data.Dataset, output_features, rate: float = 0.1,
 
   # Padded, not ragged, batches: unbatching ragged ones cost as much as the old per-chunk map.
   chunks = dataset.map(with_length, num_parallel_calls=tf.data.AUTOTUNE)
-  batches = tf.data.Dataset.zip((chunks.padded_batch(batch_size),
-                                 _seqio_seed_dataset().batch(batch_size)))
+  batches = tf.data.Dataset.zip(
+    (chunks.padded_batch(batch_size), _seqio_seed_dataset().batch(batch_size))
+  )
   injected = batches.map(inject, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
   return injected.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -169,21 +182,31 @@ def _delay_token(output_features, key: str, filler) -> int:
     return filler
   ids = list(output_features[key].vocabulary.encode(filler))
   if len(ids) != 1:
-    raise ValueError(f"Filler {filler!r} encodes to {len(ids)} tokens {ids}; a filler must be "
-                     "one token. Pass its token id instead (filler=<int>).")
+    raise ValueError(
+      f'Filler {filler!r} encodes to {len(ids)} tokens {ids}; a filler must be '
+      'one token. Pass its token id instead (filler=<int>).'
+    )
   return ids[0]
 
 
 def num_pauses_of(seed: tf.Tensor, num_pauses: int, max_pauses: int) -> tf.Tensor:
   """The M of one example, uniform over num_pauses..max_pauses (inclusive), from its seed."""
-  return tf.random.stateless_uniform([], seed=seed, minval=num_pauses, maxval=max_pauses + 1,
-                                     dtype=tf.int32)
+  return tf.random.stateless_uniform(
+    [], seed=seed, minval=num_pauses, maxval=max_pauses + 1, dtype=tf.int32
+  )
 
 
-def append_pauses(dataset: tf.data.Dataset, sequence_length, output_features, num_pauses: int,
-                  placement: str = "append", filler=None, keep: str = "end",
-                  feature_key: str = "inputs",
-                  max_pauses: int | None = None) -> tf.data.Dataset:
+def append_pauses(
+  dataset: tf.data.Dataset,
+  sequence_length,
+  output_features,
+  num_pauses: int,
+  placement: str = 'append',
+  filler=None,
+  keep: str = 'end',
+  feature_key: str = 'inputs',
+  max_pauses: int | None = None,
+) -> tf.data.Dataset:
   """Pause-finetuning / pause-inference (Section 3.1): M delay tokens around the prefix.
 
   Apply after tokenization. When prefix + M exceeds the feature's length, the *prefix* is cut
@@ -198,20 +221,23 @@ def append_pauses(dataset: tf.data.Dataset, sequence_length, output_features, nu
   for max_pauses: an example with M = m is exactly the fixed-M variant's example at m.
   """
   if placement not in PLACEMENTS:
-    raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}.")
+    raise ValueError(f'placement must be one of {PLACEMENTS}, got {placement!r}.')
   if keep not in KEEPS:
-    raise ValueError(f"keep must be one of {KEEPS}, got {keep!r}.")
+    raise ValueError(f'keep must be one of {KEEPS}, got {keep!r}.')
   if num_pauses < 0:
-    raise ValueError(f"num_pauses must be >= 0, got {num_pauses}.")
+    raise ValueError(f'num_pauses must be >= 0, got {num_pauses}.')
   if max_pauses is not None and max_pauses <= num_pauses:
-    raise ValueError(f"max_pauses must exceed num_pauses for a random M, got {num_pauses} to "
-                     f"{max_pauses}; leave max_pauses unset for a fixed M.")
+    raise ValueError(
+      f'max_pauses must exceed num_pauses for a random M, got {num_pauses} to '
+      f'{max_pauses}; leave max_pauses unset for a fixed M.'
+    )
   largest = num_pauses if max_pauses is None else max_pauses
   max_length = (sequence_length or {}).get(feature_key)
   if max_length is not None and largest >= max_length:
     raise ValueError(
-        f"{largest} pauses leave no room for the prefix in {feature_key!r} of length "
-        f"{max_length}; raise the {feature_key!r} sequence length or lower num_pauses.")
+      f'{largest} pauses leave no room for the prefix in {feature_key!r} of length '
+      f'{max_length}; raise the {feature_key!r} sequence length or lower num_pauses.'
+    )
   token = tf.constant(_delay_token(output_features, feature_key, filler), tf.int32)
 
   def add(features, count):
@@ -220,21 +246,33 @@ def append_pauses(dataset: tf.data.Dataset, sequence_length, output_features, nu
     cut = tf.zeros([], tf.int32)
     if max_length is not None:
       cut = tf.maximum(tf.size(prefix) - (max_length - count), 0)
-      prefix = prefix[cut:] if keep == "end" else prefix[:tf.size(prefix) - cut]
+      prefix = prefix[cut:] if keep == 'end' else prefix[: tf.size(prefix) - cut]
     delay = tf.fill([count], token)
-    parts = [prefix, delay] if placement == "append" else [delay, prefix]
+    parts = [prefix, delay] if placement == 'append' else [delay, prefix]
     features[feature_key] = tf.concat(parts, axis=0)
     features[TRUNCATED_KEY] = cut
     return features
 
-  count = (f"{num_pauses}" if max_pauses is None
-           else f"from {num_pauses} to {max_pauses} (uniform per example)")
-  logging.info("Adding %s %s tokens (%s) to %r; prefixes longer than %s tokens minus the "
-               "pauses are cut at the %s.", count, "<pause>" if filler is None else repr(filler),
-               placement, feature_key, max_length, "start" if keep == "end" else "end")
+  count = (
+    f'{num_pauses}'
+    if max_pauses is None
+    else f'from {num_pauses} to {max_pauses} (uniform per example)'
+  )
+  logging.info(
+    'Adding %s %s tokens (%s) to %r; prefixes longer than %s tokens minus the '
+    'pauses are cut at the %s.',
+    count,
+    '<pause>' if filler is None else repr(filler),
+    placement,
+    feature_key,
+    max_length,
+    'start' if keep == 'end' else 'end',
+  )
   if max_pauses is None:
-    return dataset.map(lambda features: add(features, tf.constant(num_pauses, tf.int32)),
-                       num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.map(
+      lambda features: add(features, tf.constant(num_pauses, tf.int32)),
+      num_parallel_calls=tf.data.AUTOTUNE,
+    )
 
   @seqio.map_over_dataset(num_seeds=1)
   def add_random(features, seed):
@@ -243,9 +281,9 @@ def append_pauses(dataset: tf.data.Dataset, sequence_length, output_features, nu
   return add_random(dataset)
 
 
-def rekey_text(dataset: tf.data.Dataset, key: str = "text") -> tf.data.Dataset:
+def rekey_text(dataset: tf.data.Dataset, key: str = 'text') -> tf.data.Dataset:
   """Pretraining sources hold raw text under `key`; LM tasks want it as `targets`."""
-  return dataset.map(lambda ex: {"targets": ex[key]}, num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.map(lambda ex: {'targets': ex[key]}, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def with_args(preprocessor, **kwargs):

@@ -30,9 +30,11 @@ import math
 from absl import app
 from etils import epath
 import matplotlib
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+from pause_lm import eval_results
 from pause_lm import grid as grid_lib
 
 REPORT_FILE = 'report.md'
@@ -84,21 +86,24 @@ class Results:
     self.cells = collections.defaultdict(dict)
     # Decoding tasks only: the same keys -> {seed: % of examples answered with nothing}.
     self.empty = collections.defaultdict(dict)
-    for path in sorted(self.root.glob(f'finetune/*/*/seed*/eval/minf*/{grid_lib.METRICS_FILE}')):
+    for path in sorted(
+      self.root.glob(f'finetune/*/*/seed*/eval/minf*/{eval_results.METRICS_FILE}')
+    ):
       key = grid_lib.parse_eval_path(str(path.relative_to(self.root)))
       if key is None:
         continue
       metrics = json.loads(path.read_text())['metrics']
       self.cells[key.task, key.pretrain, key.finetune, key.m_inf][key.seed] = metrics
-      empty = empty_answer_percent(path.parent / grid_lib.PREDICTIONS_FILE)
+      empty = empty_answer_percent(path.parent / eval_results.PREDICTIONS_FILE)
       if empty is not None:
         self.empty[key.task, key.pretrain, key.finetune, key.m_inf][key.seed] = empty
     self.tasks = sorted({k[0] for k in self.cells})
     self.seeds = max((len(v) for v in self.cells.values()), default=0)
 
   def metrics(self, task: str) -> list[str]:
-    return sorted({m for k, v in self.cells.items() if k[0] == task
-                   for seed in v.values() for m in seed})
+    return sorted(
+      {m for k, v in self.cells.items() if k[0] == task for seed in v.values() for m in seed}
+    )
 
   def values(self, task, pretrain, finetune, metric, m_inf=None) -> list[float]:
     """Per-seed values (seed order) at M_inf (default: the finetuning M; a range's hi)."""
@@ -106,27 +111,41 @@ class Results:
     seeds = self.cells.get((task, pretrain, finetune, m_inf), {})
     return [seeds[s][metric] for s in sorted(seeds) if metric in seeds[s]]
 
-  def finetunes(self, task, pretrain, kind, placement='append',
-                random: bool | None = False) -> list[grid_lib.Finetune]:
+  def finetunes(
+    self, task, pretrain, kind, placement='append', random: bool | None = False
+  ) -> list[grid_lib.Finetune]:
     """Finetuning variants of this kind that have results, by M (fixed before ranges).
 
     `random`: False for a fixed M only, True for M drawn from a range only, None for both.
     """
     found = {k[2] for k in self.cells if k[0] == task and k[1] == pretrain}
-    return sorted((f for f in found if f.kind == kind and f.placement == placement
-                   and random in (None, f.random)),
-                  key=lambda f: (f.random, f.num_pauses, f.largest))
+    return sorted(
+      (
+        f
+        for f in found
+        if f.kind == kind and f.placement == placement and random in (None, f.random)
+      ),
+      key=lambda f: (f.random, f.num_pauses, f.largest),
+    )
 
   def ranges(self) -> list[grid_lib.Finetune]:
     """Every appended PauseFT(lo..hi) variant with results, for Table 1's extra columns."""
-    return sorted({k[2] for k in self.cells if k[2].kind == 'pause' and k[2].random
-                   and k[2].placement == 'append'}, key=lambda f: (f.num_pauses, f.largest))
+    return sorted(
+      {
+        k[2]
+        for k in self.cells
+        if k[2].kind == 'pause' and k[2].random and k[2].placement == 'append'
+      },
+      key=lambda f: (f.num_pauses, f.largest),
+    )
 
   def best(self, task, pretrain, metric) -> grid_lib.Finetune | None:
     """The appended-PauseFT M with the highest mean (the smaller M on ties)."""
-    scored = [(mean_std(v)[0], -f.num_pauses, f)
-              for f in self.finetunes(task, pretrain, 'pause')
-              if (v := self.values(task, pretrain, f, metric))]
+    scored = [
+      (mean_std(v)[0], -f.num_pauses, f)
+      for f in self.finetunes(task, pretrain, 'pause')
+      if (v := self.values(task, pretrain, f, metric))
+    ]
     return max(scored, key=lambda x: x[:2])[2] if scored else None
 
   def m_infs(self, task, pretrain, finetune) -> list[int]:
@@ -152,29 +171,39 @@ def table1(results: Results) -> list[str]:
     for metric in results.metrics(task):
       row = [task, metric]
       for pretrain, kind in VARIANTS:
-        finetune = (grid_lib.Finetune('std', 0) if kind == 'std'
-                    else results.best(task, pretrain, metric))
+        finetune = (
+          grid_lib.Finetune('std', 0) if kind == 'std' else results.best(task, pretrain, metric)
+        )
         cell = '–'
         if finetune is not None:
-          cell = format_mean_std(results.values(task, pretrain, finetune, metric),
-                                 seeds=results.seeds)
+          cell = format_mean_std(
+            results.values(task, pretrain, finetune, metric), seeds=results.seeds
+          )
           if kind == 'pause':
             cell += f' (M={finetune.num_pauses})'
         row.append(cell)
       for finetune in ranges:
         for pretrain in grid_lib.PRETRAIN_VARIANTS:
-          row.append(format_mean_std(results.values(task, pretrain, finetune, metric),
-                                     seeds=results.seeds))
+          row.append(
+            format_mean_std(results.values(task, pretrain, finetune, metric), seeds=results.seeds)
+          )
       rows.append(row)
-  return _table(['Task', 'Metric', *(_label(p, k) for p, k in VARIANTS),
-                 *(f'{grid_lib.LABELS[p]}_{f.label}' for f in ranges
-                   for p in grid_lib.PRETRAIN_VARIANTS)], rows)
+  return _table(
+    [
+      'Task',
+      'Metric',
+      *(_label(p, k) for p, k in VARIANTS),
+      *(f'{grid_lib.LABELS[p]}_{f.label}' for f in ranges for p in grid_lib.PRETRAIN_VARIANTS),
+    ],
+    rows,
+  )
 
 
 def _m_ft(finetune: grid_lib.Finetune) -> str:
   """The finetuning M as the tables print it: '10', or '0..10' for a random M."""
-  return f'{finetune.num_pauses}..{finetune.max_pauses}' if finetune.random else str(
-      finetune.num_pauses)
+  return (
+    f'{finetune.num_pauses}..{finetune.max_pauses}' if finetune.random else str(finetune.num_pauses)
+  )
 
 
 def table_each_m(results: Results) -> list[str]:
@@ -183,9 +212,17 @@ def table_each_m(results: Results) -> list[str]:
     for metric in results.metrics(task):
       for pretrain in grid_lib.PRETRAIN_VARIANTS:
         for finetune in results.finetunes(task, pretrain, 'pause', random=None):
-          rows.append([task, metric, _label(pretrain, 'pause'), _m_ft(finetune),
-                       format_mean_std(results.values(task, pretrain, finetune, metric),
-                                       seeds=results.seeds)])
+          rows.append(
+            [
+              task,
+              metric,
+              _label(pretrain, 'pause'),
+              _m_ft(finetune),
+              format_mean_std(
+                results.values(task, pretrain, finetune, metric), seeds=results.seeds
+              ),
+            ]
+          )
   return _table(['Task', 'Metric', 'Variant', 'M', 'mean ± std'], rows)
 
 
@@ -197,10 +234,18 @@ def table_inference(results: Results) -> list[str]:
       for pretrain in grid_lib.PRETRAIN_VARIANTS:
         for finetune in results.finetunes(task, pretrain, 'pause', random=None):
           for m_inf in results.m_infs(task, pretrain, finetune):
-            rows.append([task, metric, _label(pretrain, 'pause'), _m_ft(finetune),
-                         str(m_inf), format_mean_std(
-                             results.values(task, pretrain, finetune, metric, m_inf),
-                             seeds=results.seeds)])
+            rows.append(
+              [
+                task,
+                metric,
+                _label(pretrain, 'pause'),
+                _m_ft(finetune),
+                str(m_inf),
+                format_mean_std(
+                  results.values(task, pretrain, finetune, metric, m_inf), seeds=results.seeds
+                ),
+              ]
+            )
   return _table(['Task', 'Metric', 'Variant', 'M_ft', 'M_inf', 'mean ± std'], rows)
 
 
@@ -217,15 +262,23 @@ def table_empty_answers(results: Results) -> list[str]:
   for (task, pretrain, finetune, m_inf), seeds in _by_run(results.empty):
     hit = [s for s in sorted(seeds) if seeds[s] > 0]
     if hit:
-      rows.append([task, f'{pretrain}_{finetune.name}', str(m_inf),
-                   f'{len(hit)} of {len(seeds)}',
-                   ', '.join(f'{s}: {seeds[s]:.1f}' for s in hit)])
+      rows.append(
+        [
+          task,
+          f'{pretrain}_{finetune.name}',
+          str(m_inf),
+          f'{len(hit)} of {len(seeds)}',
+          ', '.join(f'{s}: {seeds[s]:.1f}' for s in hit),
+        ]
+      )
   checked = sum(len(seeds) for seeds in results.empty.values())
   if not rows:
     return [f'No empty answer in any of the {checked} decoding evaluations.', '']
-  return [f'Every other of the {checked} decoding evaluations answered every example.', '',
-          *_table(['Task', 'Run', 'M_inf', 'seeds with empty answers', 'seed: % empty'],
-                  rows)]
+  return [
+    f'Every other of the {checked} decoding evaluations answered every example.',
+    '',
+    *_table(['Task', 'Run', 'M_inf', 'seeds with empty answers', 'seed: % empty'], rows),
+  ]
 
 
 def table_ablations(results: Results) -> list[str]:
@@ -234,32 +287,53 @@ def table_ablations(results: Results) -> list[str]:
   rows = []
   for task in results.tasks:
     for metric in results.metrics(task):
-      std = format_mean_std(results.values(task, 'stdpt', grid_lib.Finetune('std', 0), metric),
-                            seeds=results.seeds)
-      prepended = {f.num_pauses for p in grid_lib.PRETRAIN_VARIANTS
-                   for f in results.finetunes(task, p, 'pause', 'prepend')}
+      std = format_mean_std(
+        results.values(task, 'stdpt', grid_lib.Finetune('std', 0), metric), seeds=results.seeds
+      )
+      prepended = {
+        f.num_pauses
+        for p in grid_lib.PRETRAIN_VARIANTS
+        for f in results.finetunes(task, p, 'pause', 'prepend')
+      }
       for m in sorted(prepended):
-        cells = [format_mean_std(results.values(task, p, grid_lib.Finetune('pause', m, pl),
-                                                metric), seeds=results.seeds)
-                 for p in grid_lib.PRETRAIN_VARIANTS for pl in ('prepend', 'append')]
+        cells = [
+          format_mean_std(
+            results.values(task, p, grid_lib.Finetune('pause', m, pl), metric), seeds=results.seeds
+          )
+          for p in grid_lib.PRETRAIN_VARIANTS
+          for pl in ('prepend', 'append')
+        ]
         rows.append([task, metric, str(m), std, *cells])
   if rows:
     lines += ['### Prepending vs appending pauses (Table 2 layout)', '']
-    lines += _table(['Task', 'Metric', 'M', 'StdPT_StdFT', 'StdPT_PauseFT prepend',
-                     'StdPT_PauseFT append', 'PausePT_PauseFT prepend',
-                     'PausePT_PauseFT append'], rows)
+    lines += _table(
+      [
+        'Task',
+        'Metric',
+        'M',
+        'StdPT_StdFT',
+        'StdPT_PauseFT prepend',
+        'StdPT_PauseFT append',
+        'PausePT_PauseFT prepend',
+        'PausePT_PauseFT append',
+      ],
+      rows,
+    )
   rows = []
   for task in results.tasks:
     for metric in results.metrics(task):
       for filler in results.finetunes(task, 'stdpt', 'filler'):
         m = filler.num_pauses
-        rows.append([task, metric, str(m)] + [
+        rows.append(
+          [task, metric, str(m)]
+          + [
             format_mean_std(results.values(task, 'stdpt', f, metric), seeds=results.seeds)
-            for f in (grid_lib.Finetune('std', 0), filler, grid_lib.Finetune('pause', m))])
+            for f in (grid_lib.Finetune('std', 0), filler, grid_lib.Finetune('pause', m))
+          ]
+        )
   if rows:
     lines += ["### '.' filler instead of pauses on StdPT (Section 4.3)", '']
-    lines += _table(['Task', 'Metric', 'M', 'StdPT_StdFT', 'StdPT_FillerFT',
-                     'StdPT_PauseFT'], rows)
+    lines += _table(['Task', 'Metric', 'M', 'StdPT_StdFT', 'StdPT_FillerFT', 'StdPT_PauseFT'], rows)
   return lines
 
 
@@ -284,9 +358,13 @@ def plot_num_pauses(results: Results, task: str, metric: str, path: epath.Path) 
   fig, ax = plt.subplots(figsize=(7, 3.5))
   for pretrain in grid_lib.PRETRAIN_VARIANTS:
     finetunes = [grid_lib.Finetune('std', 0)] + results.finetunes(task, pretrain, 'pause')
-    _errorbar(ax, [f.num_pauses for f in finetunes],
-              [results.values(task, pretrain, f, metric) for f in finetunes],
-              color=_COLORS[pretrain], label=f'{grid_lib.LABELS[pretrain]} (M=0: StdFT)')
+    _errorbar(
+      ax,
+      [f.num_pauses for f in finetunes],
+      [results.values(task, pretrain, f, metric) for f in finetunes],
+      color=_COLORS[pretrain],
+      label=f'{grid_lib.LABELS[pretrain]} (M=0: StdFT)',
+    )
   ax.set(xlabel='finetuning pauses M_ft', ylabel=metric, title=f'{task}: number of pauses')
   ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.02, 0.5))
   return _save(fig, path)
@@ -303,17 +381,24 @@ def plot_inference_pauses(results: Results, task: str, metric: str, path: epath.
       if len(m_infs) < 2:
         continue
       drawn = True
-      style = dict(linestyle=(0, (1, 1)), linewidth=2.5, marker='s') if finetune.random else dict(
-          linestyle=('-', '--', ':', '-.')[i % 4], marker='o')
-      _errorbar(ax, m_infs, [results.values(task, pretrain, finetune, metric, m)
-                             for m in m_infs],
-                color=_COLORS[pretrain], label=f'{grid_lib.LABELS[pretrain]}_{finetune.label}'
-                + ('' if finetune.random else f' M_ft={finetune.num_pauses}'), **style)
+      style = (
+        dict(linestyle=(0, (1, 1)), linewidth=2.5, marker='s')
+        if finetune.random
+        else dict(linestyle=('-', '--', ':', '-.')[i % 4], marker='o')
+      )
+      _errorbar(
+        ax,
+        m_infs,
+        [results.values(task, pretrain, finetune, metric, m) for m in m_infs],
+        color=_COLORS[pretrain],
+        label=f'{grid_lib.LABELS[pretrain]}_{finetune.label}'
+        + ('' if finetune.random else f' M_ft={finetune.num_pauses}'),
+        **style,
+      )
   baseline = results.values(task, 'stdpt', grid_lib.Finetune('std', 0), metric)
   if baseline:
     ax.axhline(mean_std(baseline)[0], color='gray', linestyle='--', label='StdPT_StdFT')
-  ax.set(xlabel='inference pauses M_inf', ylabel=metric,
-         title=f'{task}: inference-time pauses')
+  ax.set(xlabel='inference pauses M_inf', ylabel=metric, title=f'{task}: inference-time pauses')
   ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.02, 0.5))
   if not drawn:
     plt.close(fig)
@@ -336,18 +421,25 @@ def write_report(experiment_dir: epath.PathLike) -> epath.Path:
   if not results.cells:
     raise FileNotFoundError(f'No finetune/*/*/seed*/eval/minf*/metrics.json under {root}.')
   lines = [f'# Pause-token experiment report: {root.name}', '']
-  grid_file = root / 'grid.json'
+  grid_file = root / grid_lib.GRID_FILE
   if grid_file.exists():
-    lines += ['Grid command:', '', '```', json.loads(grid_file.read_text())['command'], '```',
-              '']
+    lines += ['Grid command:', '', '```', json.loads(grid_file.read_text())['command'], '```', '']
   lines += [
-      f'Mean ± sample std over finetuning seeds (up to {results.seeds} per cell; fewer are '
-      'marked n=k). PauseFT at the best M of the grid is the M with the highest mean, '
-      'chosen on the same split it is reported on. Every value comes from a run\'s '
-      '`eval/minf{M}/metrics.json`; the last table lists them per seed.', '',
-      '## Table 1 layout (PauseFT at the best M)', '', *table1(results),
-      '## PauseFT at each M', '', *table_each_m(results),
-      '## Inference-time pauses (Section 5.2)', '', *table_inference(results)]
+    f'Mean ± sample std over finetuning seeds (up to {results.seeds} per cell; fewer are '
+    'marked n=k). PauseFT at the best M of the grid is the M with the highest mean, '
+    "chosen on the same split it is reported on. Every value comes from a run's "
+    '`eval/minf{M}/metrics.json`; the last table lists them per seed.',
+    '',
+    '## Table 1 layout (PauseFT at the best M)',
+    '',
+    *table1(results),
+    '## PauseFT at each M',
+    '',
+    *table_each_m(results),
+    '## Inference-time pauses (Section 5.2)',
+    '',
+    *table_inference(results),
+  ]
   empty = table_empty_answers(results)
   if empty:
     lines += ['## Empty answers (the zero-pause collapse, Section 5.2)', '', *empty]
@@ -357,13 +449,22 @@ def write_report(experiment_dir: epath.PathLike) -> epath.Path:
   figures = []
   for task in results.tasks:
     for metric in results.metrics(task):
-      for kind, plot in (('num_pauses', plot_num_pauses),
-                         ('inference_pauses', plot_inference_pauses)):
+      for kind, plot in (
+        ('num_pauses', plot_num_pauses),
+        ('inference_pauses', plot_inference_pauses),
+      ):
         name = f'{FIGURES_DIR}/{task}_{metric}_{kind}.png'
         if plot(results, task, metric, root / name):
           figures.append(f'![{task} {metric} {kind}]({name})')
-  lines += ['## Figures (Figure 4(b) and 4(c) style)', '', *figures, '',
-            '## Per-seed values', '', *table_seeds(results)]
+  lines += [
+    '## Figures (Figure 4(b) and 4(c) style)',
+    '',
+    *figures,
+    '',
+    '## Per-seed values',
+    '',
+    *table_seeds(results),
+  ]
   path = root / REPORT_FILE
   path.write_text('\n'.join(lines) + '\n')
   return path

@@ -1,4 +1,4 @@
-'''Rotary position embeddings (RoPE) as Llama-family checkpoints define them.
+"""Rotary position embeddings (RoPE) as Llama-family checkpoints define them.
 
 Hugging Face's Llama, Mistral and Qwen2 rotate the two halves of each head (`rotate_half`), not
 interleaved pairs, and compute the angles in float32 from `inv_freq = theta ** (-2i / head_dim)`.
@@ -8,7 +8,7 @@ transformers' `_compute_llama3_parameters` and linear position interpolation.
 
 The angle is taken from each token's own position (`decoder_positions`), so packed segments that
 restart at 0 and KV-cache steps at any index rotate exactly as a lone sequence would.
-'''
+"""
 
 import math
 
@@ -19,11 +19,16 @@ import numpy as np
 SCALINGS = (None, 'linear', 'llama3')
 
 
-def inverse_frequencies(head_dim: int, theta: float, scaling: str | None = None,
-                        factor: float = 1.0, low_freq_factor: float = 1.0,
-                        high_freq_factor: float = 4.0,
-                        original_max_len: int = 8192) -> np.ndarray:
-  '''float32 [head_dim // 2] angular frequencies, after any `rope_scaling`.
+def inverse_frequencies(
+  head_dim: int,
+  theta: float,
+  scaling: str | None = None,
+  factor: float = 1.0,
+  low_freq_factor: float = 1.0,
+  high_freq_factor: float = 4.0,
+  original_max_len: int = 8192,
+) -> np.ndarray:
+  """float32 [head_dim // 2] angular frequencies, after any `rope_scaling`.
 
   Args:
     head_dim: size of one attention head (even).
@@ -36,7 +41,7 @@ def inverse_frequencies(head_dim: int, theta: float, scaling: str | None = None,
 
   Returns:
     The frequencies, as transformers computes them.
-  '''
+  """
   if scaling not in SCALINGS:
     raise ValueError(f'rope_scaling must be one of {SCALINGS}, got {scaling!r}')
   exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
@@ -56,7 +61,7 @@ def inverse_frequencies(head_dim: int, theta: float, scaling: str | None = None,
 
 
 def apply_rotary(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-  '''Rotates x [batch, length, heads, head_dim] by the angles of positions [batch, length].'''
+  """Rotates x [batch, length, heads, head_dim] by the angles of positions [batch, length]."""
   angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [b, t, d/2]
   angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
   cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)

@@ -40,6 +40,7 @@ class RunLockedError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class Holder:
   """Who holds a lock: enough to find the process and to tell runs apart."""
+
   host: str
   pid: int
   start_time: str
@@ -47,14 +48,15 @@ class Holder:
 
   @classmethod
   def this_process(cls) -> 'Holder':
-    return cls(host=socket.gethostname(), pid=os.getpid(),
-               start_time=datetime.datetime.now(datetime.timezone.utc)
-               .isoformat(timespec='seconds'),
-               command=' '.join(sys.argv))
+    return cls(
+      host=socket.gethostname(),
+      pid=os.getpid(),
+      start_time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      command=' '.join(sys.argv),
+    )
 
   def describe(self) -> str:
-    return (f'pid {self.pid} on host {self.host}, started {self.start_time}, '
-            f'command: {self.command}')
+    return f'pid {self.pid} on host {self.host}, started {self.start_time}, command: {self.command}'
 
   def is_provably_gone(self) -> bool:
     """True only for a holder on this host whose pid no longer runs."""
@@ -107,24 +109,30 @@ class RunLock:
         return
       holder = self._read_holder()
     if holder is not None and holder.is_provably_gone():
-      logging.warning('Taking over the lock %s of a run that is gone (%s).',
-                      self.path, holder.describe())
+      logging.warning(
+        'Taking over the lock %s of a run that is gone (%s).', self.path, holder.describe()
+      )
     elif self._break_lock:
-      logging.warning('Breaking the lock %s held by %s (RunLock.break_lock).',
-                      self.path, holder.describe() if holder else 'unknown')
+      logging.warning(
+        'Breaking the lock %s held by %s (RunLock.break_lock).',
+        self.path,
+        holder.describe() if holder else 'unknown',
+      )
     else:
       raise RunLockedError(
-          f'{self.path.parent} is in use by another run: '
-          f'{holder.describe() if holder else "unreadable lock file"}.\n'
-          'Two runs on one MODEL_DIR overwrite each other\'s checkpoints. Wait '
-          'for that run to end or stop it, or use another MODEL_DIR. If it is '
-          'gone (e.g. its host died), rerun with '
-          '--gin.RunLock.break_lock=True.')
+        f'{self.path.parent} is in use by another run: '
+        f'{holder.describe() if holder else "unreadable lock file"}.\n'
+        "Two runs on one MODEL_DIR overwrite each other's checkpoints. Wait "
+        'for that run to end or stop it, or use another MODEL_DIR. If it is '
+        'gone (e.g. its host died), rerun with '
+        '--gin.RunLock.break_lock=True.'
+      )
     self.path.unlink(missing_ok=True)
     if not self._try_create():
       raise RunLockedError(
-          f'Another run took {self.path} while this one was taking over a '
-          f'stale lock: {self._read_holder()}.')
+        f'Another run took {self.path} while this one was taking over a '
+        f'stale lock: {self._read_holder()}.'
+      )
 
   def release(self) -> None:
     """Deletes the lock file if it is still ours."""
@@ -145,8 +153,7 @@ class RunLock:
       self._held = self._read_holder() == self._holder
       return self._held
     try:
-      fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY,
-                   0o644)
+      fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
       return False
     with os.fdopen(fd, 'w') as f:
@@ -187,10 +194,12 @@ def hold(model_dir: epath.PathLike) -> RunLock | None:
     # Other processes must not write (checkpoint shards) unless 0 holds it.
     # pylint: disable-next=g-import-not-at-top
     from jax.experimental import multihost_utils
+
     failed = multihost_utils.broadcast_one_to_all(np.int32(bool(error)))
     if int(failed):
-      raise RunLockedError(error or f'{model_dir} is in use by another run '
-                           '(see the log of process 0).')
+      raise RunLockedError(
+        error or f'{model_dir} is in use by another run (see the log of process 0).'
+      )
   return lock
 
 

@@ -23,8 +23,12 @@ def philox(counter: np.ndarray, key: np.ndarray) -> np.ndarray:
     product0, product1 = _MULTIPLIERS[0] * c0, _MULTIPLIERS[1] * c2
     round_key0 = (k0 + np.uint64(round_) * _KEY_BUMPS[0]) & _LOW
     round_key1 = (k1 + np.uint64(round_) * _KEY_BUMPS[1]) & _LOW
-    c0, c1, c2, c3 = ((product1 >> _32) ^ c1 ^ round_key0, product1 & _LOW,
-                      (product0 >> _32) ^ c3 ^ round_key1, product0 & _LOW)
+    c0, c1, c2, c3 = (
+      (product1 >> _32) ^ c1 ^ round_key0,
+      product1 & _LOW,
+      (product0 >> _32) ^ c3 ^ round_key1,
+      product0 & _LOW,
+    )
   return np.stack([c0, c1, c2, c3], axis=-1).astype(np.uint32)
 
 

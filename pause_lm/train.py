@@ -37,21 +37,27 @@ from pause_lm import distributed
 from pause_lm import gin_utils
 from pause_lm import run_lock
 from pause_lm import settings_check
+from pause_lm import train_hooks
 from pause_lm import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _COMPILE_ONLY = flags.DEFINE_bool(
-    'compile_only', False,
-    'Compile the train step ahead of time, print its per-device memory and '
-    'exit without training.')
+  'compile_only',
+  False,
+  'Compile the train step ahead of time, print its per-device memory and exit without training.',
+)
 
 # Errors whose message says what happened and how to fix it: printed last,
 # without a traceback, and the process exits 1 (docs/reliability.md).
 _STOPPING_ERRORS = (
-    run_lock.RunLockedError, settings_check.SettingValueError,
-    checkpointing.UnsafeStateError, checkpointing.DamagedCheckpointError,
-    checkpointing.CheckpointSaveError, trainer.NonFiniteError,
-    data.TooManyTruncationsError)
+  run_lock.RunLockedError,
+  settings_check.SettingValueError,
+  checkpointing.UnsafeStateError,
+  checkpointing.DamagedCheckpointError,
+  checkpointing.CheckpointSaveError,
+  train_hooks.NonFiniteError,
+  data.TooManyTruncationsError,
+)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -21,11 +21,12 @@ PLACEMENTS = ('append', 'prepend')
 # The paper's names for a finetuning kind.
 LABELS = {'std': 'StdFT', 'pause': 'PauseFT', 'filler': 'FillerFT'}
 
-_SPEC = (r'(?:(?P<std>std)|(?P<kind>pause|filler){ft}(?P<m>\d+)(?:to(?P<hi>\d+))?'
-         r'(?:_(?P<placement>prepend|append))?)')
+_SPEC = (
+  r'(?:(?P<std>std)|(?P<kind>pause|filler){ft}(?P<m>\d+)(?:to(?P<hi>\d+))?'
+  r'(?:_(?P<placement>prepend|append))?)'
+)
 _TASK = re.compile(r'^(?P<base>.+?)_' + _SPEC.format(ft='') + '$')
-_FOLDER = re.compile('^' + _SPEC.format(ft='ft').replace('(?P<std>std)', '(?P<std>stdft)')
-                     + '$')
+_FOLDER = re.compile('^' + _SPEC.format(ft='ft').replace('(?P<std>std)', '(?P<std>stdft)') + '$')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Variant:
     placement: 'append' (after the prefix, the paper's PauseFT) or 'prepend'.
     max_pauses: None for a fixed M; else the largest M drawn (inclusive), > num_pauses.
   """
+
   kind: str
   num_pauses: int = 0
   placement: str = 'append'
@@ -48,19 +50,22 @@ class Variant:
       raise ValueError(f'Variant kind must be one of {KINDS}, got {self.kind!r}.')
     if self.placement not in PLACEMENTS:
       raise ValueError(f'placement must be one of {PLACEMENTS}, got {self.placement!r}.')
-    if self.kind == 'std' and (self.num_pauses or self.max_pauses is not None
-                               or self.placement != 'append'):
+    if self.kind == 'std' and (
+      self.num_pauses or self.max_pauses is not None or self.placement != 'append'
+    ):
       raise ValueError(f'A std variant has no pauses, got {self}.')
     if self.num_pauses < 0:
       raise ValueError(f'num_pauses must be >= 0, got {self.num_pauses}.')
     if self.max_pauses is not None and self.max_pauses <= self.num_pauses:
       raise ValueError(
-          f'A random number of pauses needs lo < hi, got {self.num_pauses}to{self.max_pauses}; '
-          f'for a fixed M write {self.kind}{self.max_pauses}.')
+        f'A random number of pauses needs lo < hi, got {self.num_pauses}to{self.max_pauses}; '
+        f'for a fixed M write {self.kind}{self.max_pauses}.'
+      )
 
   @classmethod
-  def make(cls, num_pauses: int, placement: str = 'append', filler=None,
-           max_pauses: int | None = None) -> 'Variant':
+  def make(
+    cls, num_pauses: int, placement: str = 'append', filler=None, max_pauses: int | None = None
+  ) -> 'Variant':
     """The variant of a task registration's arguments (0 pauses, not random: std)."""
     if num_pauses == 0 and max_pauses is None:
       return cls('std')
@@ -111,8 +116,9 @@ def _from_match(match) -> Variant:
   if match['std']:
     return Variant('std')
   hi = match['hi']
-  return Variant(match['kind'], int(match['m']), match['placement'] or 'append',
-                 None if hi is None else int(hi))
+  return Variant(
+    match['kind'], int(match['m']), match['placement'] or 'append', None if hi is None else int(hi)
+  )
 
 
 def parse_task(name: str) -> tuple[str, Variant] | None:

@@ -5,19 +5,17 @@ can only see it where the pause preprocessors put it, and a standard-pretrained 
 vocabulary ids keep their meaning. It is one more row of the embedding table.
 """
 
-import functools
 import math
-import os
 from typing import Iterable, Sequence
 
 import gin
 import seqio
 import tensorflow as tf
 
-PAUSE_TEXT = "<pause>"
+PAUSE_TEXT = '<pause>'
 # T5's C4 SentencePiece model (32,000 pieces + 100 extra ids). It lives on GCS; bind
 # `c4_vocabulary.spm_path` (gin) to a local copy on machines without GCS access.
-DEFAULT_C4_SPM_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
+DEFAULT_C4_SPM_PATH = 'gs://t5-data/vocabs/cc_all.32000/sentencepiece.model'
 DEFAULT_C4_EXTRA_IDS = 100
 EMBEDDING_ROW_MULTIPLE = 128
 
@@ -27,8 +25,10 @@ class PauseVocabulary(seqio.Vocabulary):
 
   def __init__(self, base: seqio.Vocabulary, keep_pauses_in_decode: bool = True):
     if isinstance(base, PauseVocabulary):
-      raise ValueError("PauseVocabulary wraps a tokenizer's vocabulary, not another "
-                       "PauseVocabulary: pass the base vocabulary.")
+      raise ValueError(
+        "PauseVocabulary wraps a tokenizer's vocabulary, not another "
+        'PauseVocabulary: pass the base vocabulary.'
+      )
     self._base = base
     self._keep_pauses = keep_pauses_in_decode
     super().__init__(extra_ids=0)
@@ -81,7 +81,7 @@ class PauseVocabulary(seqio.Vocabulary):
         run.append(i)
     if run:
       pieces.append(self._base.decode(run))
-    return " ".join(p for p in pieces if p)
+    return ' '.join(p for p in pieces if p)
 
   def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
     """Drops pauses (as padding), since a string tensor op cannot splice in markers cheaply."""
@@ -89,14 +89,17 @@ class PauseVocabulary(seqio.Vocabulary):
     return self._base.decode_tf(ids)
 
   def __eq__(self, other):
-    return (isinstance(other, PauseVocabulary) and self._base == other._base and
-            self._keep_pauses == other._keep_pauses)
+    return (
+      isinstance(other, PauseVocabulary)
+      and self._base == other._base
+      and self._keep_pauses == other._keep_pauses
+    )
 
   def __hash__(self):
     return hash((PauseVocabulary, id(self._base), self._keep_pauses))
 
   def __repr__(self):
-    return f"PauseVocabulary(base={self._base!r}, pause_id={self.pause_id})"
+    return f'PauseVocabulary(base={self._base!r}, pause_id={self.pause_id})'
 
 
 def num_embeddings(vocabulary: seqio.Vocabulary, multiple: int = EMBEDDING_ROW_MULTIPLE) -> int:
@@ -105,20 +108,8 @@ def num_embeddings(vocabulary: seqio.Vocabulary, multiple: int = EMBEDDING_ROW_M
 
 
 @gin.configurable
-def c4_vocabulary(spm_path: str = DEFAULT_C4_SPM_PATH,
-                  extra_ids: int = DEFAULT_C4_EXTRA_IDS) -> PauseVocabulary:
+def c4_vocabulary(
+  spm_path: str = DEFAULT_C4_SPM_PATH, extra_ids: int = DEFAULT_C4_EXTRA_IDS
+) -> PauseVocabulary:
   """T5's C4 SentencePiece vocabulary with the pause; loading is lazy (first encode/decode)."""
   return PauseVocabulary(seqio.SentencePieceVocabulary(spm_path, extra_ids=extra_ids))
-
-
-@functools.cache
-def synthetic_vocabulary() -> PauseVocabulary:
-  """The embedded corpus's own SentencePiece model (trained once, then cached)."""
-  from pause_lm import synthetic  # The corpus generator; imported here to keep vocab light.
-  return PauseVocabulary(seqio.SentencePieceVocabulary(synthetic.sentencepiece_model_path()))
-
-
-def cache_dir() -> str:
-  """Where generated artefacts (the synthetic tokenizer) live: $PAUSE_LM_CACHE or ~/.cache."""
-  default = os.path.join(os.path.expanduser("~"), ".cache", "pause_lm")
-  return os.environ.get("PAUSE_LM_CACHE", default)

@@ -33,12 +33,11 @@ import tensorflow as tf
 from pause_lm import preprocessors
 from pause_lm import synthetic
 from pause_lm import variants
-from pause_lm import vocab as vocab_lib
 from pause_lm.tasks import registry
 
 PAPER_NUM_PAUSES = (10, 50)
-DEFAULT_FILLER = "."
-EVAL_SUFFIX = "_eval"
+DEFAULT_FILLER = '.'
+EVAL_SUFFIX = '_eval'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,70 +64,106 @@ _TARGET_LENGTHS: dict[str, int] = {}
 _SCORING: set[str] = set()
 
 
-def variant_name(base: str, num_pauses: int, placement: str = "append",
-                 filler: str | int | None = None, max_pauses: int | None = None) -> str:
+def variant_name(
+  base: str,
+  num_pauses: int,
+  placement: str = 'append',
+  filler: str | int | None = None,
+  max_pauses: int | None = None,
+) -> str:
   return variants.Variant.make(num_pauses, placement, filler, max_pauses).task(base)
 
 
-def declare_downstream_task(name: str, make_base: Callable[[], DownstreamBase],
-                            num_pauses: Sequence[int] = PAPER_NUM_PAUSES) -> None:
+def declare_downstream_task(
+  name: str, make_base: Callable[[], DownstreamBase], num_pauses: Sequence[int] = PAPER_NUM_PAUSES
+) -> None:
   """Declares a base whose source/vocabulary are built on first use (after gin is parsed)."""
   if name in _DECLARED or name in _BASES:
-    raise ValueError(f"Downstream task {name!r} is already registered.")
+    raise ValueError(f'Downstream task {name!r} is already registered.')
   _DECLARED[name] = make_base
   for m in (0, *num_pauses):
     variant = variant_name(name, m)
     registry.register_lazily(variant, lambda m=m: register_pause_variant(name, m))
 
 
-def register_downstream_task(name: str, source: seqio.DataSource,
-                             text_preprocessors: Sequence[Callable], vocabulary, *,
-                             target_length: int, metric_fns: Sequence[Callable] = (),
-                             postprocess_fn: Callable | None = None,
-                             eval_text_preprocessors: Sequence[Callable] | None = None,
-                             num_pauses: Sequence[int] = PAPER_NUM_PAUSES) -> None:
+def register_downstream_task(
+  name: str,
+  source: seqio.DataSource,
+  text_preprocessors: Sequence[Callable],
+  vocabulary,
+  *,
+  target_length: int,
+  metric_fns: Sequence[Callable] = (),
+  postprocess_fn: Callable | None = None,
+  eval_text_preprocessors: Sequence[Callable] | None = None,
+  num_pauses: Sequence[int] = PAPER_NUM_PAUSES,
+) -> None:
   """Registers a base downstream task; its variants register on request.
 
   `text_preprocessors` must turn source examples into {"inputs": str, "targets": str} (other
   keys pass through for metrics and postprocessing). `target_length` is the token budget of
   the answer; the prefix and its pauses get the rest of the sequence length.
   """
-  base = DownstreamBase(name, source, tuple(text_preprocessors), vocabulary, target_length,
-                        tuple(metric_fns), postprocess_fn,
-                        None if eval_text_preprocessors is None else tuple(eval_text_preprocessors))
+  base = DownstreamBase(
+    name,
+    source,
+    tuple(text_preprocessors),
+    vocabulary,
+    target_length,
+    tuple(metric_fns),
+    postprocess_fn,
+    None if eval_text_preprocessors is None else tuple(eval_text_preprocessors),
+  )
   declare_downstream_task(name, lambda: base, num_pauses)
 
 
 def _base(name: str) -> DownstreamBase:
   if name not in _BASES:
     if name not in _DECLARED:
-      raise ValueError(f"No downstream base task {name!r}; registered: {sorted(_DECLARED)}. "
-                       "Register it with pause_lm.tasks.register_downstream_task.")
+      raise ValueError(
+        f'No downstream base task {name!r}; registered: {sorted(_DECLARED)}. '
+        'Register it with pause_lm.tasks.register_downstream_task.'
+      )
     _BASES[name] = _DECLARED[name]()
   return _BASES[name]
 
 
-def _add(name: str, spec: DownstreamBase, text_preprocessors, num_pauses, placement, filler,
-         max_pauses):
+def _add(
+  name: str, spec: DownstreamBase, text_preprocessors, num_pauses, placement, filler, max_pauses
+):
   steps = list(text_preprocessors) + [seqio.preprocessors.tokenize]
   if num_pauses or max_pauses is not None:
-    steps.append(preprocessors.with_args(
-        preprocessors.append_pauses, num_pauses=num_pauses, placement=placement, filler=filler,
-        max_pauses=max_pauses))
+    steps.append(
+      preprocessors.with_args(
+        preprocessors.append_pauses,
+        num_pauses=num_pauses,
+        placement=placement,
+        filler=filler,
+        max_pauses=max_pauses,
+      )
+    )
   steps.append(seqio.preprocessors.append_eos_after_trim)
   seqio.TaskRegistry.add(
-      name,
-      source=spec.source,
-      preprocessors=steps,
-      output_features={"inputs": seqio.Feature(spec.vocabulary, add_eos=False),
-                       "targets": seqio.Feature(spec.vocabulary, add_eos=True)},
-      metric_fns=list(spec.metric_fns),
-      postprocess_fn=spec.postprocess_fn)
+    name,
+    source=spec.source,
+    preprocessors=steps,
+    output_features={
+      'inputs': seqio.Feature(spec.vocabulary, add_eos=False),
+      'targets': seqio.Feature(spec.vocabulary, add_eos=True),
+    },
+    metric_fns=list(spec.metric_fns),
+    postprocess_fn=spec.postprocess_fn,
+  )
   _TARGET_LENGTHS[name] = spec.target_length
 
 
-def register_pause_variant(base: str, num_pauses: int, placement: str = "append",
-                           filler: str | int | None = None, max_pauses: int | None = None) -> str:
+def register_pause_variant(
+  base: str,
+  num_pauses: int,
+  placement: str = 'append',
+  filler: str | int | None = None,
+  max_pauses: int | None = None,
+) -> str:
   """Registers (once) and returns the name of one variant of a declared base task.
 
   With `max_pauses`, every example gets M drawn uniformly from num_pauses..max_pauses.
@@ -136,8 +171,7 @@ def register_pause_variant(base: str, num_pauses: int, placement: str = "append"
   spec = _base(base)
   name = variant_name(base, num_pauses, placement, filler, max_pauses)
   if name not in seqio.TaskRegistry.names():
-    delay = dict(num_pauses=num_pauses, placement=placement, filler=filler,
-                 max_pauses=max_pauses)
+    delay = dict(num_pauses=num_pauses, placement=placement, filler=filler, max_pauses=max_pauses)
     _add(name, spec, spec.text_preprocessors, **delay)
     if spec.scoring:
       _add(name + EVAL_SUFFIX, spec, spec.eval_text_preprocessors, **delay)
@@ -146,8 +180,13 @@ def register_pause_variant(base: str, num_pauses: int, placement: str = "append"
 
 
 @gin.configurable
-def finetune_task(base: str = gin.REQUIRED, num_pauses: int = 0, placement: str = "append",
-                  filler: str | int | None = None, max_pauses: int | None = None) -> str:
+def finetune_task(
+  base: str = gin.REQUIRED,
+  num_pauses: int = 0,
+  placement: str = 'append',
+  filler: str | int | None = None,
+  max_pauses: int | None = None,
+) -> str:
   """Gin's way to ask for a variant: `TASK = @finetune_task()` with base/M/placement/filler
   (and max_pauses for M drawn from num_pauses..max_pauses per example)."""
   return register_pause_variant(base, num_pauses, placement, filler, max_pauses)
@@ -176,9 +215,8 @@ def _resolve_variant(name: str) -> bool:
   if parsed is None or parsed[0] not in _DECLARED:
     return False
   base, variant = parsed
-  filler = DEFAULT_FILLER if variant.kind == "filler" else None
-  register_pause_variant(base, variant.num_pauses, variant.placement, filler,
-                         variant.max_pauses)
+  filler = DEFAULT_FILLER if variant.kind == 'filler' else None
+  register_pause_variant(base, variant.num_pauses, variant.placement, filler, variant.max_pauses)
   return True
 
 
@@ -190,43 +228,70 @@ def _strip(answer, example=None, is_target=False):
   return answer.strip()
 
 
-def _rank_candidates(mode):
-  """t5's rank classification over synthetic.choice_example's four candidates."""
+def rank_classification(inputs_fn, targets_fn, is_correct_fn, mode: str):
+  """t5's rank-classification preprocessor as a one-argument text preprocessor.
+
+  mode 'train' keeps the correct candidate (the finetuning form); 'eval' yields every
+  candidate, each scored by the model (`decoding.score`).
+  """
+
   def preprocess(ds):
-    return t5_preprocessors.rank_classification(
-        ds, inputs_fn=lambda ex: tf.fill([4], ex["inputs"]),
-        targets_fn=lambda ex: ex["candidates"],
-        is_correct_fn=lambda ex: tf.one_hot(ex["label"], 4, on_value=True, off_value=False),
-        mode=mode)
-  preprocess.__name__ = f"rank_classification_{mode}"
+    return t5_preprocessors.rank_classification(ds, inputs_fn, targets_fn, is_correct_fn, mode=mode)
+
+  preprocess.__name__ = f'rank_classification_{mode}'
   return preprocess
 
 
+def _rank_candidates(mode):
+  """Rank classification over synthetic.choice_example's four candidates."""
+  return rank_classification(
+    lambda ex: tf.fill([4], ex['inputs']),
+    lambda ex: ex['candidates'],
+    lambda ex: tf.one_hot(ex['label'], 4, on_value=True, off_value=False),
+    mode,
+  )
+
+
 def rank_accuracy(targets, scores):
-  return {"accuracy": t5_metrics.rank_classification(targets, scores)["accuracy"]}
+  return {'accuracy': t5_metrics.rank_classification(targets, scores)['accuracy']}
 
 
 def _register_synthetic():
   """Offline downstream tasks: decoding (`synthetic_qa`, `_count`, `_pairs`, `_first`,
   `_repeated`, `_lookup`), scoring (`synthetic_choice`)."""
-  splits = dict(splits=tuple(synthetic.NUM_DOCUMENTS),
-                num_input_examples=dict(synthetic.NUM_DOCUMENTS))
-  vocabulary = vocab_lib.synthetic_vocabulary()
+  splits = dict(
+    splits=tuple(synthetic.NUM_DOCUMENTS), num_input_examples=dict(synthetic.NUM_DOCUMENTS)
+  )
+  vocabulary = synthetic.synthetic_vocabulary()
   register_downstream_task(
-      "synthetic_qa", seqio.FunctionDataSource(synthetic.qa_dataset, **splits),
-      text_preprocessors=[], vocabulary=vocabulary, target_length=8,
-      metric_fns=[t5_metrics.accuracy], postprocess_fn=_strip)
-  for kind in ("count", "pairs", "first", "repeated", "lookup"):
+    'synthetic_qa',
+    seqio.FunctionDataSource(synthetic.qa_dataset, **splits),
+    text_preprocessors=[],
+    vocabulary=vocabulary,
+    target_length=8,
+    metric_fns=[t5_metrics.accuracy],
+    postprocess_fn=_strip,
+  )
+  for kind in ('count', 'pairs', 'first', 'repeated', 'lookup'):
     register_downstream_task(
-        f"synthetic_{kind}",
-        seqio.FunctionDataSource(functools.partial(synthetic.qa_dataset, kind=kind), **splits),
-        text_preprocessors=[], vocabulary=vocabulary, target_length=4,
-        metric_fns=[t5_metrics.accuracy], postprocess_fn=_strip)
+      f'synthetic_{kind}',
+      seqio.FunctionDataSource(functools.partial(synthetic.qa_dataset, kind=kind), **splits),
+      text_preprocessors=[],
+      vocabulary=vocabulary,
+      target_length=4,
+      metric_fns=[t5_metrics.accuracy],
+      postprocess_fn=_strip,
+    )
   register_downstream_task(
-      "synthetic_choice", seqio.FunctionDataSource(synthetic.choice_dataset, **splits),
-      text_preprocessors=[_rank_candidates("train")], vocabulary=vocabulary, target_length=32,
-      eval_text_preprocessors=[_rank_candidates("eval")], metric_fns=[rank_accuracy],
-      postprocess_fn=t5_postprocessors.rank_classification)
+    'synthetic_choice',
+    seqio.FunctionDataSource(synthetic.choice_dataset, **splits),
+    text_preprocessors=[_rank_candidates('train')],
+    vocabulary=vocabulary,
+    target_length=32,
+    eval_text_preprocessors=[_rank_candidates('eval')],
+    metric_fns=[rank_accuracy],
+    postprocess_fn=t5_postprocessors.rank_classification,
+  )
 
 
 _register_synthetic()

@@ -31,8 +31,9 @@ def _split_patterns(patterns: SplitPatterns, kind: str) -> dict[str, list[str]]:
   for split, split_patterns in splits.items():
     if not any(tf.io.gfile.glob(p) for p in split_patterns):
       raise FileNotFoundError(
-          f'No {kind} file matches {split_patterns} (split {split!r}): check the path and the '
-          'glob (e.g. "data/train/*.txt"); patterns are expanded with tf.io.gfile.glob.')
+        f'No {kind} file matches {split_patterns} (split {split!r}): check the path and the '
+        'glob (e.g. "data/train/*.txt"); patterns are expanded with tf.io.gfile.glob.'
+      )
   return splits
 
 
@@ -49,8 +50,9 @@ def text_files_source(patterns: SplitPatterns, document_per: str = 'file') -> se
     document_per: 'file' (each file is one document) or 'line' (each non-empty line is).
   """
   if document_per not in DOCUMENT_PER:
-    raise ValueError(f"document_per={document_per!r}: use 'file' (one document per file) or "
-                     "'line' (one per line).")
+    raise ValueError(
+      f"document_per={document_per!r}: use 'file' (one document per file) or 'line' (one per line)."
+    )
   splits = _split_patterns(patterns, 'text')
 
   def read_file(path):
@@ -70,8 +72,10 @@ def _jsonl_text(line: bytes, path: bytes, text_key: bytes) -> bytes:
   except json.JSONDecodeError as e:
     raise ValueError(f'{path.decode()}: a line is not JSON ({e}): {line[:80]!r}') from e
   if not isinstance(record, dict) or not isinstance(record.get(key), str):
-    raise ValueError(f'{path.decode()}: a line has no string field {key!r} '
-                     f'(jsonl_source(..., text_key=...) names it): {line[:80]!r}')
+    raise ValueError(
+      f'{path.decode()}: a line has no string field {key!r} '
+      f'(jsonl_source(..., text_key=...) names it): {line[:80]!r}'
+    )
   return np.bytes_(record[key].encode('utf-8'))
 
 
@@ -86,13 +90,15 @@ def jsonl_source(patterns: SplitPatterns, text_key: str = 'text') -> seqio.DataS
 
   def read_file(path):
     def parse(line):
-      text = tf.numpy_function(_jsonl_text, [line, path, text_key], tf.string, stateful=False,
-                               name='jsonl_text')
+      text = tf.numpy_function(
+        _jsonl_text, [line, path, text_key], tf.string, stateful=False, name='jsonl_text'
+      )
       text.set_shape([])
       return {'text': text}
 
     lines = tf.data.TextLineDataset(path).filter(
-        lambda line: tf.strings.length(tf.strings.strip(line)) > 0)
+      lambda line: tf.strings.length(tf.strings.strip(line)) > 0
+    )
     return lines.map(parse).filter(_not_empty)
 
   return seqio.FileDataSource(read_file, split_to_filepattern=splits)

@@ -26,8 +26,12 @@ def _import_benchmarks():
     import vs_pytorch  # pylint: disable=g-import-not-at-top
   finally:
     # Keep what pause_lm modules imported on the way defined; drop the scripts' own flags.
-    package_flags = {id(flag) for module, module_flags in flags.FLAGS.flags_by_module_dict().items()
-                     if module.startswith('pause_lm') for flag in module_flags}
+    package_flags = {
+      id(flag)
+      for module, module_flags in flags.FLAGS.flags_by_module_dict().items()
+      if module.startswith('pause_lm')
+      for flag in module_flags
+    }
     kept = {name: flag for name, flag in registry.items() if id(flag) in package_flags}
     registry.clear()
     registry.update(kept)
@@ -44,8 +48,15 @@ _SAVED = []  # what the check hands its `save` after each part
 @pytest.fixture(scope='module')
 def tiny_check():
   return accelerator_check.run_check(
-      tiny=True, steps=1, repeats=1, prefix_len=8, decode_len=2, decode_batch=1,
-      peak_tflops=None, save=lambda out: _SAVED.append(json.dumps(out)))
+    tiny=True,
+    steps=1,
+    repeats=1,
+    prefix_len=8,
+    decode_len=2,
+    decode_batch=1,
+    peak_tflops=None,
+    save=lambda out: _SAVED.append(json.dumps(out)),
+  )
 
 
 def test_accelerator_check_tiny_measures_every_part(tiny_check):

@@ -9,9 +9,11 @@ import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-SMALL_MODEL = ('ModelConfig.num_layers = 2', 'ModelConfig.num_heads = 2',
-               'ModelConfig.emb_dim = 64', 'ModelConfig.mlp_dim = 128',
-               'ModelConfig.max_len = 64')
+# The tests' small model, after the run file.
+SMALL_MODEL = (
+  '--gin_file=gin/experiments/tiny_test_model.gin',
+  '--gin_bindings=ModelConfig.max_len = 64',
+)
 
 
 def _code_block(language):
@@ -21,9 +23,14 @@ def _code_block(language):
 
 def _run(module, *args, pythonpath):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(pythonpath), str(REPO)]))
-  bindings = [f'--gin_bindings={b}' for b in SMALL_MODEL]
-  result = subprocess.run([sys.executable, '-m', module, *args, *bindings], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [sys.executable, '-m', module, *args, *SMALL_MODEL],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-5000:]
   return result
 
@@ -33,17 +40,34 @@ def test_documented_custom_task_finetunes_and_evaluates(tmp_path):
   (tmp_path / 'my_tasks.gin').write_text(_code_block('gin'))
   gin_file = f'--gin_file={tmp_path / "my_tasks.gin"}'
   model_dir = tmp_path / 'run'
-  _run('pause_lm.train', '--gin_file=gin/pauseft.gin', '--gin_file=gin/models/tiny.gin',
-       gin_file, f"--gin.MODEL_DIR='{model_dir}'", '--gin.INIT_CHECKPOINT=None',
-       "--gin.TASK='my_sum_pause4'", '--gin.SEQUENCE_LENGTH=32', '--gin.TRAIN_STEPS=4',
-       '--gin.BATCH_SIZE=8', '--gin.LEARNING_RATE=1e-3', '--gin.WARMUP_STEPS=1',
-       '--gin.EVAL_EVERY_STEPS=None', pythonpath=tmp_path)
+  _run(
+    'pause_lm.train',
+    '--gin_file=gin/pauseft.gin',
+    gin_file,
+    f"--gin.MODEL_DIR='{model_dir}'",
+    '--gin.INIT_CHECKPOINT=None',
+    "--gin.BASE_TASK='my_sum'",
+    '--gin.NUM_PAUSES=4',
+    '--gin.SEQUENCE_LENGTH=32',
+    '--gin.TRAIN_STEPS=4',
+    '--gin.BATCH_SIZE=8',
+    '--gin.LEARNING_RATE=1e-3',
+    '--gin.WARMUP_STEPS=1',
+    '--gin.EVAL_EVERY_STEPS=None',
+    pythonpath=tmp_path,
+  )
   out = tmp_path / 'eval'
-  result = _run('pause_lm.evaluate', '--gin_file=gin/evaluate.gin',
-                '--gin_file=gin/models/tiny.gin', gin_file,
-                f"--gin.CHECKPOINT_PATH='{model_dir}'", "--gin.TASK='my_sum_pause4'",
-                '--gin.NUM_INFERENCE_PAUSES=2', '--gin.NUM_EXAMPLES=6',
-                f"--gin.EVAL_OUTPUT_DIR='{out}'", pythonpath=tmp_path)
+  result = _run(
+    'pause_lm.evaluate',
+    '--gin_file=gin/evaluate.gin',
+    gin_file,
+    f"--gin.CHECKPOINT_PATH='{model_dir}'",
+    "--gin.TASK='my_sum_pause4'",
+    '--gin.NUM_INFERENCE_PAUSES=2',
+    '--gin.NUM_EXAMPLES=6',
+    f"--gin.EVAL_OUTPUT_DIR='{out}'",
+    pythonpath=tmp_path,
+  )
   printed = json.loads(result.stdout.strip().splitlines()[-1])
   assert printed['task'] == 'my_sum_pause2' and printed['num_examples'] == 6
   metrics = json.loads((out / 'metrics.json').read_text())

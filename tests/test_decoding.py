@@ -12,11 +12,12 @@ import pytest
 from pause_lm import decoding
 from pause_lm.model import Decoder, ModelConfig
 
-VOCAB = 50          # ordinary token ids 0..49
-PAUSE = VOCAB       # the pause row
+VOCAB = 50  # ordinary token ids 0..49
+PAUSE = VOCAB  # the pause row
 NUM_EMBEDDINGS = 56  # + alignment padding rows
-CONFIG = ModelConfig(num_embeddings=NUM_EMBEDDINGS, num_layers=2, num_heads=2, emb_dim=32,
-                     mlp_dim=64, max_len=64)
+CONFIG = ModelConfig(
+  num_embeddings=NUM_EMBEDDINGS, num_layers=2, num_heads=2, emb_dim=32, mlp_dim=64, max_len=64
+)
 
 
 STEPS = 6  # one decode length (and pause counts 0 or 4) everywhere keeps compilations shared
@@ -25,9 +26,19 @@ STEPS = 6  # one decode length (and pause counts 0 or 4) everywhere keeps compil
 # The Llama family: grouped-query attention (2 query heads per key/value head), rotary positions
 # with llama3 scaling, SwiGLU, tied head; the cache then holds fewer heads and rotated keys.
 LLAMA_CONFIG = dataclasses.replace(
-    CONFIG, num_heads=4, num_kv_heads=2, norm="rms_norm", position_embedding="rope",
-    rope_scaling="llama3", rope_scaling_factor=4.0, rope_original_max_len=16,
-    mlp_activation="swiglu", qkv_bias=False, dense_bias=False, tie_embeddings=True)
+  CONFIG,
+  num_heads=4,
+  num_kv_heads=2,
+  norm='rms_norm',
+  position_embedding='rope',
+  rope_scaling='llama3',
+  rope_scaling_factor=4.0,
+  rope_original_max_len=16,
+  mlp_activation='swiglu',
+  qkv_bias=False,
+  dense_bias=False,
+  tie_embeddings=True,
+)
 
 
 @functools.cache
@@ -35,7 +46,7 @@ def _params(config=CONFIG):
   init = jax.jit(Decoder(config).init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
   # Larger weights than the GPT-2 init make logits well separated, so greedy choices are stable
   # under float reordering and comparisons between code paths are meaningful.
-  return jax.tree.map(lambda p: p * 10.0, init["params"])
+  return jax.tree.map(lambda p: p * 10.0, init['params'])
 
 
 def _prefixes(num_pauses):
@@ -45,14 +56,15 @@ def _prefixes(num_pauses):
   prefixes = np.zeros((len(lengths), width), np.int32)
   for row, n in enumerate(lengths):
     prefixes[row, :n] = rng.integers(1, VOCAB, n)
-    prefixes[row, n:n + num_pauses] = PAUSE
+    prefixes[row, n : n + num_pauses] = PAUSE
   return jnp.asarray(prefixes), jnp.asarray(lengths, np.int32) + num_pauses
 
 
-@functools.partial(jax.jit, static_argnames="config")
+@functools.partial(jax.jit, static_argnames='config')
 def _forward(params, tokens, causal_attention=None, config=CONFIG):
-  return Decoder(config).apply({"params": params}, tokens,
-                               decoder_causal_attention=causal_attention)
+  return Decoder(config).apply(
+    {'params': params}, tokens, decoder_causal_attention=causal_attention
+  )
 
 
 def _reference_greedy(params, prefixes, lengths, steps, prefix_lm, config=CONFIG):
@@ -75,15 +87,23 @@ def _reference_greedy(params, prefixes, lengths, steps, prefix_lm, config=CONFIG
   return np.array(all_tokens), np.array(all_logits)
 
 
-@pytest.mark.parametrize("prefix_lm", [False, True])
-@pytest.mark.parametrize("num_pauses", [0, 4])
+@pytest.mark.parametrize('prefix_lm', [False, True])
+@pytest.mark.parametrize('num_pauses', [0, 4])
 def test_cached_greedy_matches_full_recompute(prefix_lm, num_pauses):
   params = _params()
   prefixes, lengths = _prefixes(num_pauses)
   steps = STEPS
   tokens, out_lengths, logits = decoding.generate(
-      params, CONFIG, prefixes, lengths, max_decode_len=steps, prefix_lm=prefix_lm,
-      eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB, return_logits=True)
+    params,
+    CONFIG,
+    prefixes,
+    lengths,
+    max_decode_len=steps,
+    prefix_lm=prefix_lm,
+    eos_id=NUM_EMBEDDINGS,
+    vocab_limit=VOCAB,
+    return_logits=True,
+  )
   want_tokens, want_logits = _reference_greedy(params, prefixes, lengths, steps, prefix_lm)
   np.testing.assert_array_equal(tokens, want_tokens)
   # Logits are O(10) with these weights; a wrong mask or position moves them by O(1).
@@ -95,10 +115,17 @@ def test_llama_family_cached_greedy_matches_full_recompute():
   params = _params(LLAMA_CONFIG)
   prefixes, lengths = _prefixes(4)
   tokens, _, logits = decoding.generate(
-      params, LLAMA_CONFIG, prefixes, lengths, max_decode_len=STEPS, prefix_lm=True,
-      eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB, return_logits=True)
-  want_tokens, want_logits = _reference_greedy(params, prefixes, lengths, STEPS, True,
-                                               LLAMA_CONFIG)
+    params,
+    LLAMA_CONFIG,
+    prefixes,
+    lengths,
+    max_decode_len=STEPS,
+    prefix_lm=True,
+    eos_id=NUM_EMBEDDINGS,
+    vocab_limit=VOCAB,
+    return_logits=True,
+  )
+  want_tokens, want_logits = _reference_greedy(params, prefixes, lengths, STEPS, True, LLAMA_CONFIG)
   np.testing.assert_array_equal(tokens, want_tokens)
   np.testing.assert_allclose(logits, want_logits, atol=1e-3, rtol=1e-4)
 
@@ -110,8 +137,16 @@ def test_prefix_lm_and_pauses_change_the_generation():
   for prefix_lm, num_pauses in [(False, 0), (True, 0), (False, 4)]:
     prefixes, lengths = _prefixes(num_pauses)
     _, _, logits = decoding.generate(
-        params, CONFIG, prefixes, lengths, max_decode_len=STEPS, prefix_lm=prefix_lm,
-        eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB, return_logits=True)
+      params,
+      CONFIG,
+      prefixes,
+      lengths,
+      max_decode_len=STEPS,
+      prefix_lm=prefix_lm,
+      eos_id=NUM_EMBEDDINGS,
+      vocab_limit=VOCAB,
+      return_logits=True,
+    )
     outputs.append(np.asarray(logits))
   assert np.abs(outputs[0] - outputs[1]).max() > 1e-3
   assert np.abs(outputs[0] - outputs[2]).max() > 1e-3
@@ -120,11 +155,27 @@ def test_prefix_lm_and_pauses_change_the_generation():
 def test_stops_at_eos_per_example():
   params = _params()
   prefixes, lengths = _prefixes(4)
-  free, _ = decoding.generate(params, CONFIG, prefixes, lengths, max_decode_len=STEPS,
-                              prefix_lm=True, eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB)
+  free, _ = decoding.generate(
+    params,
+    CONFIG,
+    prefixes,
+    lengths,
+    max_decode_len=STEPS,
+    prefix_lm=True,
+    eos_id=NUM_EMBEDDINGS,
+    vocab_limit=VOCAB,
+  )
   eos = int(free[0, 2])
-  tokens, out_lengths = decoding.generate(params, CONFIG, prefixes, lengths, max_decode_len=STEPS,
-                                          prefix_lm=True, eos_id=eos, vocab_limit=VOCAB)
+  tokens, out_lengths = decoding.generate(
+    params,
+    CONFIG,
+    prefixes,
+    lengths,
+    max_decode_len=STEPS,
+    prefix_lm=True,
+    eos_id=eos,
+    vocab_limit=VOCAB,
+  )
   free, tokens = np.asarray(free), np.asarray(tokens)
   for row in range(3):
     hits = np.flatnonzero(free[row] == eos)
@@ -138,26 +189,50 @@ def test_stops_at_eos_per_example():
 def _params_favouring(token_ids):
   """Params whose output projection strongly prefers the given ids."""
   params = jax.tree.map(lambda x: x, _params())  # a copy: _params() is cached
-  kernel = params["logits"]["kernel"]
+  kernel = params['logits']['kernel']
   boosted = kernel.value.at[:, token_ids].add(50.0 * jnp.sign(kernel.value[:, token_ids] + 1e-9))
-  params["logits"]["kernel"] = kernel.replace_boxed(boosted)
+  params['logits']['kernel'] = kernel.replace_boxed(boosted)
   return params
 
 
 def test_never_emits_pause_or_padding_rows():
   params = _params_favouring(jnp.arange(VOCAB, NUM_EMBEDDINGS))
   prefixes, lengths = _prefixes(4)
-  greedy, _ = decoding.generate(params, CONFIG, prefixes, lengths, max_decode_len=STEPS,
-                                prefix_lm=True, eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB)
-  sampled, _ = decoding.generate(params, CONFIG, prefixes, lengths, max_decode_len=STEPS,
-                                 prefix_lm=True, eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB,
-                                 temperature=5.0, rng=jax.random.key(3))
+  greedy, _ = decoding.generate(
+    params,
+    CONFIG,
+    prefixes,
+    lengths,
+    max_decode_len=STEPS,
+    prefix_lm=True,
+    eos_id=NUM_EMBEDDINGS,
+    vocab_limit=VOCAB,
+  )
+  sampled, _ = decoding.generate(
+    params,
+    CONFIG,
+    prefixes,
+    lengths,
+    max_decode_len=STEPS,
+    prefix_lm=True,
+    eos_id=NUM_EMBEDDINGS,
+    vocab_limit=VOCAB,
+    temperature=5.0,
+    rng=jax.random.key(3),
+  )
   assert int(jnp.max(greedy)) < VOCAB
   assert int(jnp.max(sampled)) < VOCAB
   # Without the limit the favoured rows do win, so the assertions above can fail.
-  unlimited, _ = decoding.generate(params, CONFIG, prefixes, lengths, max_decode_len=STEPS,
-                                   prefix_lm=True, eos_id=NUM_EMBEDDINGS,
-                                   vocab_limit=NUM_EMBEDDINGS)
+  unlimited, _ = decoding.generate(
+    params,
+    CONFIG,
+    prefixes,
+    lengths,
+    max_decode_len=STEPS,
+    prefix_lm=True,
+    eos_id=NUM_EMBEDDINGS,
+    vocab_limit=NUM_EMBEDDINGS,
+  )
   assert int(jnp.max(unlimited)) >= VOCAB
 
 
@@ -166,11 +241,16 @@ def test_top_1_sampling_is_greedy_and_sampling_varies():
   prefixes, lengths = _prefixes(4)
   kwargs = dict(max_decode_len=STEPS, prefix_lm=True, eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB)
   greedy, _ = decoding.generate(params, CONFIG, prefixes, lengths, **kwargs)
-  top1, _ = decoding.generate(params, CONFIG, prefixes, lengths, temperature=1.0, top_k=1,
-                              rng=jax.random.key(0), **kwargs)
+  top1, _ = decoding.generate(
+    params, CONFIG, prefixes, lengths, temperature=1.0, top_k=1, rng=jax.random.key(0), **kwargs
+  )
   np.testing.assert_array_equal(greedy, top1)
-  draws = [decoding.generate(params, CONFIG, prefixes, lengths, temperature=100.0,
-                             rng=jax.random.key(seed), **kwargs)[0] for seed in range(2)]
+  draws = [
+    decoding.generate(
+      params, CONFIG, prefixes, lengths, temperature=100.0, rng=jax.random.key(seed), **kwargs
+    )[0]
+    for seed in range(2)
+  ]
   assert not np.array_equal(draws[0], draws[1])
 
 
@@ -182,12 +262,16 @@ def _prefix_lm_batch(prefixes, lengths, continuations):
   weights = np.zeros_like(targets)
   causal = np.zeros_like(targets)
   for i, (row, n) in enumerate(zip(rows, lengths)):
-    targets[i, :len(row)] = row
-    weights[i, n:len(row)] = 1
-    causal[i, :n + 1] = 1
+    targets[i, : len(row)] = row
+    weights[i, n : len(row)] = 1
+    causal[i, : n + 1] = 1
   inputs = np.pad(targets[:, :-1], ((0, 0), (1, 0)))
-  features = {"decoder_input_tokens": inputs, "decoder_target_tokens": targets,
-              "decoder_loss_weights": weights, "decoder_causal_attention": causal}
+  features = {
+    'decoder_input_tokens': inputs,
+    'decoder_target_tokens': targets,
+    'decoder_loss_weights': weights,
+    'decoder_causal_attention': causal,
+  }
   return {name: jnp.asarray(value) for name, value in features.items()}
 
 
@@ -196,8 +280,16 @@ def test_score_of_greedy_continuation_matches_generation_logits():
   prefixes, lengths = _prefixes(4)
   steps = STEPS
   tokens, _, logits = decoding.generate(
-      params, CONFIG, prefixes, lengths, max_decode_len=steps, prefix_lm=True,
-      eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB, return_logits=True)
+    params,
+    CONFIG,
+    prefixes,
+    lengths,
+    max_decode_len=steps,
+    prefix_lm=True,
+    eos_id=NUM_EMBEDDINGS,
+    vocab_limit=VOCAB,
+    return_logits=True,
+  )
   batch = _prefix_lm_batch(np.asarray(prefixes), np.asarray(lengths), np.asarray(tokens))
   total, count = decoding.score(params, CONFIG, batch)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -209,13 +301,23 @@ def test_score_of_greedy_continuation_matches_generation_logits():
 def test_score_ranks_the_likelier_continuation_first():
   params = _params()
   prefixes, lengths = _prefixes(4)
-  tokens, _ = decoding.generate(params, CONFIG, prefixes, lengths, max_decode_len=STEPS,
-                                prefix_lm=True, eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB)
+  tokens, _ = decoding.generate(
+    params,
+    CONFIG,
+    prefixes,
+    lengths,
+    max_decode_len=STEPS,
+    prefix_lm=True,
+    eos_id=NUM_EMBEDDINGS,
+    vocab_limit=VOCAB,
+  )
   other = (np.asarray(tokens) + 7) % (VOCAB - 1) + 1
-  greedy_score, _ = decoding.score(params, CONFIG, _prefix_lm_batch(
-      np.asarray(prefixes), np.asarray(lengths), np.asarray(tokens)))
-  other_score, _ = decoding.score(params, CONFIG, _prefix_lm_batch(
-      np.asarray(prefixes), np.asarray(lengths), other))
+  greedy_score, _ = decoding.score(
+    params, CONFIG, _prefix_lm_batch(np.asarray(prefixes), np.asarray(lengths), np.asarray(tokens))
+  )
+  other_score, _ = decoding.score(
+    params, CONFIG, _prefix_lm_batch(np.asarray(prefixes), np.asarray(lengths), other)
+  )
   # Greedy picks the argmax at each step, so its first token alone already beats any other token.
   assert np.all(np.asarray(greedy_score) > np.asarray(other_score))
 
@@ -223,19 +325,32 @@ def test_score_ranks_the_likelier_continuation_first():
 def test_rejects_decoding_past_max_len():
   params = _params()
   prefixes, lengths = _prefixes(0)
-  with pytest.raises(ValueError, match="max_len"):
-    decoding.generate(params, CONFIG, prefixes, lengths, max_decode_len=CONFIG.max_len,
-                      prefix_lm=False, eos_id=1, vocab_limit=VOCAB)
+  with pytest.raises(ValueError, match='max_len'):
+    decoding.generate(
+      params,
+      CONFIG,
+      prefixes,
+      lengths,
+      max_decode_len=CONFIG.max_len,
+      prefix_lm=False,
+      eos_id=1,
+      vocab_limit=VOCAB,
+    )
 
 
 def test_scanned_layers_decode_like_unrolled_ones():
   params = nn.meta.unbox(_params())
-  layers = [params.pop(f"layers_{i}") for i in range(CONFIG.num_layers)]
-  params["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
-  scanned = dataclasses.replace(CONFIG, scan_layers=True, remat_policy="full")
+  layers = [params.pop(f'layers_{i}') for i in range(CONFIG.num_layers)]
+  params['layers'] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+  scanned = dataclasses.replace(CONFIG, scan_layers=True, remat_policy='full')
   prefixes, lengths = _prefixes(4)
-  kwargs = dict(max_decode_len=STEPS, prefix_lm=True, eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB,
-                return_logits=True)
+  kwargs = dict(
+    max_decode_len=STEPS,
+    prefix_lm=True,
+    eos_id=NUM_EMBEDDINGS,
+    vocab_limit=VOCAB,
+    return_logits=True,
+  )
   tokens, _, logits = decoding.generate(params, scanned, prefixes, lengths, **kwargs)
   want_tokens, _, want_logits = decoding.generate(_params(), CONFIG, prefixes, lengths, **kwargs)
   np.testing.assert_array_equal(tokens, want_tokens)

@@ -12,6 +12,7 @@ from etils import epath
 import pytest
 
 from pause_lm import experiments
+from pause_lm import eval_results
 from pause_lm import grid as grid_lib
 from pause_lm import report
 
@@ -19,12 +20,18 @@ Finetune = grid_lib.Finetune
 
 
 def _grid(**overrides) -> grid_lib.Grid:
-  settings = dict(experiment_dir='exp', tasks=['squad', 'gsm8k'],
-                  pretrain_gin_files=['gin/stdpt.gin'], finetune_gin_files=['gin/stdft.gin'],
-                  eval_gin_files=['gin/evaluate.gin'], num_pauses=[10, 50],
-                  inference_pauses=[0, 5], num_seeds=3,
-                  finetune_bindings={'TRAIN_STEPS': 7},
-                  task_bindings={'squad': {'TRAIN_STEPS': 9}})
+  settings = dict(
+    experiment_dir='exp',
+    tasks=['squad', 'gsm8k'],
+    pretrain_gin_files=['gin/stdpt.gin'],
+    finetune_gin_files=['gin/stdft.gin'],
+    eval_gin_files=['gin/evaluate.gin'],
+    num_pauses=[10, 50],
+    inference_pauses=[0, 5],
+    num_seeds=3,
+    finetune_bindings={'TRAIN_STEPS': 7},
+    task_bindings={'squad': {'TRAIN_STEPS': 9}},
+  )
   settings.update(overrides)
   return grid_lib.Grid(**settings)
 
@@ -56,8 +63,9 @@ def test_expand_runs_names_and_dependencies():
 
 
 def test_expand_ablations_and_pretrained_checkpoints():
-  grid = _grid(tasks=['squad'], prepend=True, filler=True, num_seeds=1,
-               pretrained={'stdpt': 'gs://b/stdpt'})
+  grid = _grid(
+    tasks=['squad'], prepend=True, filler=True, num_seeds=1, pretrained={'stdpt': 'gs://b/stdpt'}
+  )
   runs = grid_lib.expand(grid)
   names = [r.name for r in runs]
   assert names[0] == 'pretrain/pausept'
@@ -75,23 +83,34 @@ def test_expand_ablations_and_pretrained_checkpoints():
 
 
 def test_folder_names_round_trip():
-  for finetune in (Finetune('std', 0), Finetune('pause', 10), Finetune('pause', 5, 'prepend'),
-                   Finetune('filler', 50), Finetune('pause', 0, max_pauses=10)):
+  for finetune in (
+    Finetune('std', 0),
+    Finetune('pause', 10),
+    Finetune('pause', 5, 'prepend'),
+    Finetune('filler', 50),
+    Finetune('pause', 0, max_pauses=10),
+  ):
     assert grid_lib.parse_finetune(finetune.name) == finetune
   key = grid_lib.parse_eval_path(
-      'runs/x/finetune/squad_v2/pausept_pauseft10/seed3/eval/minf0/metrics.json')
+    'runs/x/finetune/squad_v2/pausept_pauseft10/seed3/eval/minf0/metrics.json'
+  )
   assert key == grid_lib.EvalKey('squad_v2', 'pausept', Finetune('pause', 10), 3, 0)
   assert key.label == 'PausePT_PauseFT'
-  assert grid_lib.parse_eval_path('runs/x/finetune/squad/pausept_pauseft10/seed3/'
-                                  'eval/step_100/metrics.json') is None
+  assert (
+    grid_lib.parse_eval_path(
+      'runs/x/finetune/squad/pausept_pauseft10/seed3/eval/step_100/metrics.json'
+    )
+    is None
+  )
   key = grid_lib.parse_eval_path('x/finetune/t/stdpt_pauseft0to10/seed0/eval/minf2/metrics.json')
   assert key.finetune == Finetune('pause', 0, max_pauses=10) and key.m_inf == 2
   assert key.label == 'StdPT_PauseFT(0..10)'
 
 
 def test_expand_random_m_variants():
-  runs = grid_lib.expand(_grid(tasks=['squad'], num_pauses=[10], random_pauses=[[0, 10]],
-                               num_seeds=2))
+  runs = grid_lib.expand(
+    _grid(tasks=['squad'], num_pauses=[10], random_pauses=[[0, 10]], num_seeds=2)
+  )
   names = [r.name for r in runs]
   # 2 pretraining x (StdFT, PauseFT10, PauseFT(0..10)) x 2 seeds.
   assert len(runs) == 2 + 2 * 3 * 2
@@ -141,8 +160,14 @@ def _write_metrics(root, run, m_inf, value, step=10):
 
 
 def test_report_picks_best_m_and_draws_figures(tmp_path):
-  values = {'stdpt_stdft': [10, 12], 'stdpt_pauseft2': [11, 13], 'stdpt_pauseft5': [20, 22],
-            'pausept_stdft': [9, 9], 'pausept_pauseft2': [30, 34], 'pausept_pauseft5': [25, 25]}
+  values = {
+    'stdpt_stdft': [10, 12],
+    'stdpt_pauseft2': [11, 13],
+    'stdpt_pauseft5': [20, 22],
+    'pausept_stdft': [9, 9],
+    'pausept_pauseft2': [30, 34],
+    'pausept_pauseft5': [25, 25],
+  }
   for run, seeds in values.items():
     m = int(run[-1]) if run[-1].isdigit() else 0
     for seed, value in enumerate(seeds):
@@ -151,8 +176,9 @@ def test_report_picks_best_m_and_draws_figures(tmp_path):
         _write_metrics(tmp_path, f'task/{run}/seed{seed}', 0, value / 10)
   text = report.write_report(tmp_path).read_text()
   table1 = next(line for line in text.splitlines() if line.startswith('| task | accuracy'))
-  assert table1 == ('| task | accuracy | 11.0 ± 1.4 | 21.0 ± 1.4 (M=5) | 9.0 ± 0.0 | '
-                    '32.0 ± 2.8 (M=2) |')
+  assert table1 == (
+    '| task | accuracy | 11.0 ± 1.4 | 21.0 ± 1.4 (M=5) | 9.0 ± 0.0 | 32.0 ± 2.8 (M=2) |'
+  )
   assert '| task | accuracy | PausePT_PauseFT | 2 | 0 | 3.2 ± 0.3 |' in text
   assert (tmp_path / 'figures/task_accuracy_num_pauses.png').exists()
   assert (tmp_path / 'figures/task_accuracy_inference_pauses.png').exists()
@@ -160,10 +186,12 @@ def test_report_picks_best_m_and_draws_figures(tmp_path):
 
 
 def test_report_shows_random_m_next_to_fixed_m(tmp_path):
-  values = {'stdpt_stdft': {0: [40, 42]},
-            'stdpt_pauseft10': {10: [50, 54], 0: [10, 12]},
-            'stdpt_pauseft0to10': {10: [60, 60], 0: [44, 46]},
-            'pausept_pauseft0to10': {10: [70, 72], 0: [30, 30]}}
+  values = {
+    'stdpt_stdft': {0: [40, 42]},
+    'stdpt_pauseft10': {10: [50, 54], 0: [10, 12]},
+    'stdpt_pauseft0to10': {10: [60, 60], 0: [44, 46]},
+    'pausept_pauseft0to10': {10: [70, 72], 0: [30, 30]},
+  }
   for run, by_m_inf in values.items():
     for m_inf, seeds in by_m_inf.items():
       for seed, value in enumerate(seeds):
@@ -173,8 +201,9 @@ def test_report_shows_random_m_next_to_fixed_m(tmp_path):
   assert header.endswith('| PausePT_PauseFT | StdPT_PauseFT(0..10) | PausePT_PauseFT(0..10) |')
   table1 = next(line for line in text.splitlines() if line.startswith('| task | accuracy'))
   # Best fixed M is 10 (the only one); the range's columns are at M_inf = hi.
-  assert table1 == ('| task | accuracy | 41.0 ± 1.4 | 52.0 ± 2.8 (M=10) | – | – | '
-                    '60.0 ± 0.0 | 71.0 ± 1.4 |')
+  assert table1 == (
+    '| task | accuracy | 41.0 ± 1.4 | 52.0 ± 2.8 (M=10) | – | – | 60.0 ± 0.0 | 71.0 ± 1.4 |'
+  )
   assert '| task | accuracy | StdPT_PauseFT | 0..10 | 0 | 45.0 ± 1.4 |' in text
   assert '| task | accuracy | StdPT_PauseFT | 10 | 0 | 11.0 ± 1.4 |' in text
   assert '| task | accuracy | PausePT_PauseFT | 0..10 | 71.0 ± 1.4 |' in text
@@ -182,28 +211,46 @@ def test_report_shows_random_m_next_to_fixed_m(tmp_path):
 
 
 def test_report_counts_empty_answers(tmp_path):
-  for run, m_inf, outputs in (('pausept_pauseft2/seed0', 0, ['', ' ', '3', '4']),
-                              ('pausept_pauseft2/seed1', 0, ['1', '', '3', '4']),
-                              ('pausept_pauseft2/seed0', 2, ['1', '2', '3', '4']),
-                              ('pausept_stdft/seed0', 0, ['1', '2', '3', '4'])):
+  for run, m_inf, outputs in (
+    ('pausept_pauseft2/seed0', 0, ['', ' ', '3', '4']),
+    ('pausept_pauseft2/seed1', 0, ['1', '', '3', '4']),
+    ('pausept_pauseft2/seed0', 2, ['1', '2', '3', '4']),
+    ('pausept_stdft/seed0', 0, ['1', '2', '3', '4']),
+  ):
     _write_metrics(tmp_path, f'task/{run}', m_inf, 50.0)
     (tmp_path / 'finetune/task' / run / f'eval/minf{m_inf}/predictions.jsonl').write_text(
-        ''.join(json.dumps({'output': o, 'prediction': o.strip()}) + '\n' for o in outputs))
-  assert report.empty_answer_percent(
-      tmp_path / 'finetune/task/pausept_pauseft2/seed0/eval/minf0/predictions.jsonl') == 50
+      ''.join(json.dumps({'output': o, 'prediction': o.strip()}) + '\n' for o in outputs)
+    )
+  assert (
+    report.empty_answer_percent(
+      tmp_path / 'finetune/task/pausept_pauseft2/seed0/eval/minf0/predictions.jsonl'
+    )
+    == 50
+  )
   text = report.write_report(tmp_path).read_text()
   section = text.split('## Empty answers')[1].split('\n## ')[0]
   assert 'Every other of the 4 decoding evaluations answered every example.' in section
   assert [line for line in section.splitlines() if line.startswith('| task')] == [
-      '| task | pausept_pauseft2 | 0 | 2 of 2 | 0: 50.0, 1: 25.0 |']
+    '| task | pausept_pauseft2 | 0 | 2 of 2 | 0: 50.0, 1: 25.0 |'
+  ]
 
 
 def test_print_commands_command_line():
   output = subprocess.run(
-      [sys.executable, '-m', 'pause_lm.experiments',
-       '--gin_file=gin/experiments/toy.gin', '--gin.NUM_SEEDS=1', '--print_commands',
-       '--only=pretrain/'],
-      capture_output=True, text=True, check=True, cwd=grid_lib.__file__.rsplit('/', 2)[0])
+    [
+      sys.executable,
+      '-m',
+      'pause_lm.experiments',
+      '--gin_file=gin/experiments/toy.gin',
+      '--gin.NUM_SEEDS=1',
+      '--print_commands',
+      '--only=pretrain/',
+    ],
+    capture_output=True,
+    text=True,
+    check=True,
+    cwd=grid_lib.__file__.rsplit('/', 2)[0],
+  )
   lines = output.stdout.splitlines()
   assert lines[0].startswith('# pretraining: 2 runs')
   assert "--gin.TASK='synthetic_pause_pretrain'" in shlex.split(lines[2])
@@ -216,16 +263,21 @@ def _mtimes(folder: epath.Path) -> dict[str, float]:
 
 def test_tiny_grid_end_to_end_resumes_and_reports(tmp_path, caplog):
   caplog.set_level(logging.INFO)
-  grid = experiments.load_grid(['gin/experiments/tiny_test.gin'],
-                               [f"EXPERIMENT_DIR = '{tmp_path}'"])
+  grid = experiments.load_grid(
+    ['gin/experiments/tiny_test.gin'], [f"EXPERIMENT_DIR = '{tmp_path}'"]
+  )
   # An interrupted grid: pretraining done, one finetuning run stopped at step 2 of 3, and
   # evaluated there.
-  early = dataclasses.replace(
-      grid, finetune_bindings={**grid.finetune_bindings, 'TRAIN_STEPS': 2})
+  early = dataclasses.replace(grid, finetune_bindings={**grid.finetune_bindings, 'TRAIN_STEPS': 2})
   first = experiments.run_grid(early, only=r'^pretrain/|pausept_pauseft2/seed0$')
   resumed = f'{tmp_path}/finetune/synthetic_qa/pausept_pauseft2/seed0'
-  assert first == [f'{tmp_path}/pretrain/stdpt', f'{tmp_path}/pretrain/pausept', resumed,
-                   f'{resumed}/eval/minf2', f'{resumed}/eval/minf0']
+  assert first == [
+    f'{tmp_path}/pretrain/stdpt',
+    f'{tmp_path}/pretrain/pausept',
+    resumed,
+    f'{resumed}/eval/minf2',
+    f'{resumed}/eval/minf0',
+  ]
   pretrained = _mtimes(tmp_path / 'pretrain')
 
   caplog.clear()
@@ -248,45 +300,54 @@ def test_tiny_grid_end_to_end_resumes_and_reports(tmp_path, caplog):
     key = grid_lib.parse_eval_path(str(path))
     assert json.loads(path.read_text())['step'] == 3
     cells.setdefault((key.pretrain, key.finetune.name, key.m_inf), []).append(
-        json.loads(path.read_text())['metrics']['accuracy'])
+      json.loads(path.read_text())['metrics']['accuracy']
+    )
   for (pretrain, finetune, m_inf), values in cells.items():
     label = f'{grid_lib.LABELS[pretrain]}_PauseFT'
     if finetune == 'pauseft2':
       row = f'| synthetic_qa | accuracy | {label} | 2 | {m_inf} | '
       assert row + report.format_mean_std(values) + ' |' in text
-  table1 = next(line for line in text.splitlines()
-                if line.startswith('| synthetic_qa | accuracy |'))
+  table1 = next(
+    line for line in text.splitlines() if line.startswith('| synthetic_qa | accuracy |')
+  )
   assert re.split(r' \| ', table1.strip('| '))[2:] == [
-      report.format_mean_std(cells['stdpt', 'stdft', 0]),
-      report.format_mean_std(cells['stdpt', 'pauseft2', 2]) + ' (M=2)',
-      report.format_mean_std(cells['pausept', 'stdft', 0]),
-      report.format_mean_std(cells['pausept', 'pauseft2', 2]) + ' (M=2)']
+    report.format_mean_std(cells['stdpt', 'stdft', 0]),
+    report.format_mean_std(cells['stdpt', 'pauseft2', 2]) + ' (M=2)',
+    report.format_mean_std(cells['pausept', 'stdft', 0]),
+    report.format_mean_std(cells['pausept', 'pauseft2', 2]) + ' (M=2)',
+  ]
 
 
 def test_run_refuses_to_start_before_its_pretraining(tmp_path):
-  grid = experiments.load_grid(['gin/experiments/tiny_test.gin'],
-                               [f"EXPERIMENT_DIR = '{tmp_path}'"])
+  grid = experiments.load_grid(
+    ['gin/experiments/tiny_test.gin'], [f"EXPERIMENT_DIR = '{tmp_path}'"]
+  )
   with pytest.raises(RuntimeError, match='pretrain/stdpt, which is not finished'):
     experiments.run_grid(grid, only='stdpt_stdft/seed0$')
 
 
 def test_random_m_finetune_then_evaluate_at_zero_and_hi(tmp_path):
   grid = experiments.load_grid(
-      ['gin/experiments/tiny_test.gin'],
-      [f"EXPERIMENT_DIR = '{tmp_path}'", 'Grid.num_pauses = []',
-       'Grid.random_pauses = [[0, 3]]', 'Grid.num_seeds = 1'])
+    ['gin/experiments/tiny_test.gin'],
+    [
+      f"EXPERIMENT_DIR = '{tmp_path}'",
+      'Grid.num_pauses = []',
+      'Grid.random_pauses = [[0, 3]]',
+      'Grid.num_seeds = 1',
+    ],
+  )
   run = f'{tmp_path}/finetune/synthetic_qa/stdpt_pauseft0to3/seed0'
   executed = experiments.run_grid(grid, only=r'^pretrain/stdpt$|stdpt_pauseft0to3')
-  assert executed == [f'{tmp_path}/pretrain/stdpt', run, f'{run}/eval/minf3',
-                      f'{run}/eval/minf0']
+  assert executed == [f'{tmp_path}/pretrain/stdpt', run, f'{run}/eval/minf3', f'{run}/eval/minf0']
   assert "TASK = 'synthetic_qa_pause0to3'" in epath.Path(run, 'config.gin').read_text()
   for m_inf, task in ((3, 'synthetic_qa_pause3'), (0, 'synthetic_qa_std')):
     folder = epath.Path(run, 'eval', f'minf{m_inf}')
-    metrics = json.loads((folder / grid_lib.METRICS_FILE).read_text())
+    metrics = json.loads((folder / eval_results.METRICS_FILE).read_text())
     assert metrics['task'] == task and metrics['num_inference_pauses'] == m_inf
     assert metrics['finetuned_on'] == 'synthetic_qa_pause0to3'
-    records = [json.loads(line) for line in
-               (folder / grid_lib.PREDICTIONS_FILE).read_text().splitlines()]
+    records = [
+      json.loads(line) for line in (folder / eval_results.PREDICTIONS_FILE).read_text().splitlines()
+    ]
     assert len(records) == 8 and all(r['prefix'].count('<pause>') == m_inf for r in records)
   text = report.write_report(tmp_path).read_text()
   assert '| StdPT_PauseFT(0..3) | PausePT_PauseFT(0..3) |' in text

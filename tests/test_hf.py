@@ -1,9 +1,9 @@
-'''Hugging Face checkpoints in and out, against reference files transformers produced.
+"""Hugging Face checkpoints in and out, against reference files transformers produced.
 
 tests/testdata/hf/<family>/ holds tiny random checkpoints (config.json + safetensors; Llama's in
 three shards) and reference.npz with transformers' logits and greedy generations; see
 make_model_reference.py there (run by hand; torch and transformers are not test dependencies).
-'''
+"""
 
 import json
 import os
@@ -44,13 +44,24 @@ def test_logits_match_transformers(family):
 
 def test_families_map_to_their_configs():
   configs = {f: hf.model_config(hf.read_config(os.path.join(DATA, f))) for f in FAMILIES}
-  assert configs['gpt2'] == ModelConfig(num_embeddings=128, num_layers=2, num_heads=4,
-                                        emb_dim=32, mlp_dim=128, max_len=64,
-                                        tie_embeddings=True)
+  assert configs['gpt2'] == ModelConfig(
+    num_embeddings=128,
+    num_layers=2,
+    num_heads=4,
+    emb_dim=32,
+    mlp_dim=128,
+    max_len=64,
+    tie_embeddings=True,
+  )
   llama = configs['llama']
-  assert (llama.num_kv_heads, llama.rope_scaling, llama.rope_scaling_factor,
-          llama.rope_original_max_len, llama.rope_theta, llama.tie_embeddings) == (
-              2, 'llama3', 8.0, 16, 500000.0, False)
+  assert (
+    llama.num_kv_heads,
+    llama.rope_scaling,
+    llama.rope_scaling_factor,
+    llama.rope_original_max_len,
+    llama.rope_theta,
+    llama.tie_embeddings,
+  ) == (2, 'llama3', 8.0, 16, 500000.0, False)
   assert configs['qwen2'].qkv_bias and configs['qwen2'].tie_embeddings
   assert not configs['mistral'].qkv_bias and configs['mistral'].num_kv_heads == 1
 
@@ -63,17 +74,25 @@ def test_kv_cache_greedy_decoding_matches_transformers(family):
   prompts = [ref[f'prompt_{i}'] for i in range(3)]
   prefixes = np.zeros((3, max(map(len, prompts))), np.int32)
   for row, prompt in enumerate(prompts):
-    prefixes[row, :len(prompt)] = prompt
+    prefixes[row, : len(prompt)] = prompt
   tokens, _ = decoding.generate(
-      params, config, jnp.asarray(prefixes), jnp.asarray([len(p) for p in prompts], jnp.int32),
-      max_decode_len=8, prefix_lm=False, eos_id=config.num_embeddings, vocab_limit=vocab)
+    params,
+    config,
+    jnp.asarray(prefixes),
+    jnp.asarray([len(p) for p in prompts], jnp.int32),
+    max_decode_len=8,
+    prefix_lm=False,
+    eos_id=config.num_embeddings,
+    vocab_limit=vocab,
+  )
   np.testing.assert_array_equal(tokens, np.stack([ref[f'greedy_{i}'] for i in range(3)]))
 
 
 def test_pause_row_is_the_mean_row_and_padding_rows_are_zero():
   _, params = hf.from_pretrained(os.path.join(DATA, 'llama'))
-  with safetensors.safe_open(os.path.join(DATA, 'llama', 'model-00001-of-00003.safetensors'),
-                             'np') as f:
+  with safetensors.safe_open(
+    os.path.join(DATA, 'llama', 'model-00001-of-00003.safetensors'), 'np'
+  ) as f:
     embedding = f.get_tensor('model.embed_tokens.weight')
   table = params['token_embed']['embedding']
   np.testing.assert_array_equal(table[:120], embedding)
@@ -96,12 +115,16 @@ def test_transformers4_rope_keys_read_the_same(tmp_path):
   assert hf.model_config(linear).rope_scaling == 'linear'
 
 
-@pytest.mark.parametrize('change, message', [
+@pytest.mark.parametrize(
+  'change, message',
+  [
     ({'model_type': 'gemma'}, 'model_type'),
     ({'rope_parameters': {'rope_type': 'yarn', 'factor': 4.0}}, 'yarn'),
     ({'hidden_act': 'gelu'}, 'hidden_act'),
     ({'head_dim': 16}, 'head_dim'),
-    ({'attention_bias': True}, 'attention_bias')])
+    ({'attention_bias': True}, 'attention_bias'),
+  ],
+)
 def test_unsupported_configs_name_the_problem(change, message):
   hf_config = {**hf.read_config(os.path.join(DATA, 'llama')), **change}
   with pytest.raises(ValueError, match=message):
@@ -148,26 +171,32 @@ def test_scanned_import_computes_the_same_logits():
 def test_export_round_trip_gives_identical_params(family, tmp_path):
   source = os.path.join(DATA, family)
   config, params = hf.from_pretrained(source)
-  hf.save_pretrained(config, params, tmp_path, pause_id=hf.vocab_size(hf.read_config(source)),
-                     base_dir=source)
+  hf.save_pretrained(
+    config, params, tmp_path, pause_id=hf.vocab_size(hf.read_config(source)), base_dir=source
+  )
   exported = hf.read_config(tmp_path)
-  assert exported['vocab_size'] == 128 and exported['pause_token_id'] == (
-      hf.read_config(source)['vocab_size'])
+  assert (
+    exported['vocab_size'] == 128
+    and exported['pause_token_id'] == (hf.read_config(source)['vocab_size'])
+  )
   assert exported['model_type'] == family
   again_config, again = hf.from_pretrained(tmp_path)
   assert again_config == config
   jax.tree.map(np.testing.assert_array_equal, again, params)
   # The file is standard safetensors: the reference reader sees every tensor.
   names = set(safetensors.numpy.load_file(os.fspath(tmp_path / 'model.safetensors')))
-  original = set(json.load(open(os.path.join(source, hf.INDEX_FILE)))['weight_map']) if (
-      family == 'llama') else set(safetensors.numpy.load_file(
-          os.path.join(source, 'model.safetensors')))
+  original = (
+    set(json.load(open(os.path.join(source, hf.INDEX_FILE)))['weight_map'])
+    if (family == 'llama')
+    else set(safetensors.numpy.load_file(os.path.join(source, 'model.safetensors')))
+  )
   assert names == original
 
 
 def test_paper_gpt2_decoder_exports_with_an_untied_head(tmp_path):
-  config = ModelConfig(num_embeddings=128, num_layers=2, num_heads=4, emb_dim=32, mlp_dim=64,
-                       max_len=16)
+  config = ModelConfig(
+    num_embeddings=128, num_layers=2, num_heads=4, emb_dim=32, mlp_dim=64, max_len=16
+  )
   params = nn.unbox(Decoder(config).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
   hf.save_pretrained(config, params['params'], tmp_path)
   exported = hf.read_config(tmp_path)
@@ -176,27 +205,31 @@ def test_paper_gpt2_decoder_exports_with_an_untied_head(tmp_path):
   again_config, again = hf.from_pretrained(tmp_path)
   assert again_config == ModelConfig(**{**config.__dict__, 'num_embeddings': 256})
   # Without pause_token_id the table is treated as a fresh HF vocabulary: a pause row is added.
-  np.testing.assert_array_equal(again['token_embed']['embedding'][:128],
-                                params['params']['token_embed']['embedding'])
+  np.testing.assert_array_equal(
+    again['token_embed']['embedding'][:128], params['params']['token_embed']['embedding']
+  )
 
 
 def test_export_refuses_a_config_no_hf_architecture_has(tmp_path):
-  config = ModelConfig(num_embeddings=128, num_layers=1, num_heads=2, emb_dim=16, mlp_dim=32,
-                       position_embedding='rope')
+  config = ModelConfig(
+    num_embeddings=128, num_layers=1, num_heads=2, emb_dim=16, mlp_dim=32, position_embedding='rope'
+  )
   with pytest.raises(ValueError, match='No Hugging Face architecture'):
     hf.save_pretrained(config, {}, tmp_path)
 
 
 def _tiny_tokenizer(path):
-  tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(
-      {w: i for i, w in enumerate(['<unk>', 'the', 'cat', 'sat', 'on', 'mat'])},
-      unk_token='<unk>'))
+  tokenizer = tokenizers.Tokenizer(
+    tokenizers.models.WordLevel(
+      {w: i for i, w in enumerate(['<unk>', 'the', 'cat', 'sat', 'on', 'mat'])}, unk_token='<unk>'
+    )
+  )
   tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
   tokenizer.save(os.fspath(path))
 
 
 def test_convert_both_ways(tmp_path):
-  '''--from_hf gives an INIT_CHECKPOINT + gin file; --to_hf gives HF files with <pause>.'''
+  """--from_hf gives an INIT_CHECKPOINT + gin file; --to_hf gives HF files with <pause>."""
   source = tmp_path / 'hf_in'
   shutil.copytree(os.path.join(DATA, 'qwen2'), source)
   _tiny_tokenizer(source / 'tokenizer.json')
@@ -204,6 +237,7 @@ def test_convert_both_ways(tmp_path):
   config = convert.from_hf(os.fspath(source), os.fspath(model_dir))
 
   import gin
+
   gin.clear_config()
   try:
     gin.parse_config_file(os.fspath(model_dir / 'model.gin'))
@@ -213,8 +247,9 @@ def test_convert_both_ways(tmp_path):
   # The checkpoint loads the way the trainer's INIT_CHECKPOINT does.
   boxed = jax.eval_shape(Decoder(config).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                          nn.unbox(boxed['params']))
+  abstract = jax.tree.map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), nn.unbox(boxed['params'])
+  )
   params = checkpointing.load_params(os.fspath(model_dir), abstract)
   jax.tree.map(np.testing.assert_array_equal, params, hf.from_pretrained(source)[1])
 

@@ -33,7 +33,8 @@ def test_ids_equal_transformers(vocabulary):
   assert vocabulary.encode_batch(TEXTS) == [e['ids'] for e in ENCODINGS]
   with_template = hf_tokenizer.HfTokenizerVocabulary(TOKENIZER_DIR, add_special_tokens=True)
   assert [with_template.encode(t) for t in TEXTS] == [
-      e['ids_with_special_tokens'] for e in ENCODINGS]
+    e['ids_with_special_tokens'] for e in ENCODINGS
+  ]
 
 
 def test_batched_encode_tf_is_ragged_in_order(vocabulary):
@@ -46,19 +47,24 @@ def test_decode_equals_transformers(vocabulary):
   for e in ENCODINGS:
     assert vocabulary.decode(e['ids_with_special_tokens']) == e['decoded']
   padded = tf.ragged.constant([e['ids'] for e in ENCODINGS]).to_tensor(
-      default_value=REFERENCE['eos_id'])
+    default_value=REFERENCE['eos_id']
+  )
   decoded = vocabulary.decode_tf(padded).numpy().tolist()
   assert [d.decode() for d in decoded] == [e['decoded'] for e in ENCODINGS]
 
 
 def test_special_ids_and_size_from_the_config_files(vocabulary, tmp_path):
   assert (vocabulary.eos_id, vocabulary.bos_id, vocabulary.pad_id) == (
-      REFERENCE['eos_id'], REFERENCE['bos_id'], REFERENCE['pad_id'])
+    REFERENCE['eos_id'],
+    REFERENCE['bos_id'],
+    REFERENCE['pad_id'],
+  )
   assert vocabulary.vocab_size == REFERENCE['vocab_size'] and vocabulary.unk_id is None
   # A bare tokenizer.json plus a model config.json with padded rows and its own EOS id.
   shutil.copy(os.path.join(TOKENIZER_DIR, 'tokenizer.json'), tmp_path)
-  (tmp_path / 'config.json').write_text(json.dumps(
-      {'vocab_size': 512, 'eos_token_id': [2, 1], 'bos_token_id': 0}))
+  (tmp_path / 'config.json').write_text(
+    json.dumps({'vocab_size': 512, 'eos_token_id': [2, 1], 'bos_token_id': 0})
+  )
   bare = hf_tokenizer.HfTokenizerVocabulary(str(tmp_path))
   assert (bare.vocab_size, bare.eos_id, bare.bos_id) == (512, 2, 0)
   assert bare.pad_id == hf_tokenizer.NO_PAD_ID  # no pad token and EOS cannot stand in
@@ -68,8 +74,9 @@ def test_special_ids_and_size_from_the_config_files(vocabulary, tmp_path):
   ids = ENCODINGS[1]['ids']
   ids_tf = tf.constant([ids[:3] + [512] + ids[3:] + [2] + ids[:2]])
   assert with_pause.decode_tf(ids_tf).numpy().tolist() == [ENCODINGS[1]['text'].encode()]
-  override = hf_tokenizer.HfTokenizerVocabulary(str(tmp_path / 'tokenizer.json'),
-                                                eos_token='</s>', vocab_size=448)
+  override = hf_tokenizer.HfTokenizerVocabulary(
+    str(tmp_path / 'tokenizer.json'), eos_token='</s>', vocab_size=448
+  )
   assert (override.eos_id, override.vocab_size) == (1, 448)
 
 
@@ -124,17 +131,23 @@ def test_in_a_seqio_task_whose_iterator_checkpoints(tmp_path):
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
   task = seqio.TaskRegistry.add(
-      name,
-      source=seqio.FunctionDataSource(
-          lambda split, shuffle_files, seed=None: tf.data.Dataset.from_tensor_slices(
-              {'targets': TEXTS}), splits=('train',)),
-      preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
-      output_features={'targets': seqio.Feature(hf_tokenizer.hf_vocabulary(TOKENIZER_DIR),
-                                                add_eos=True)})
+    name,
+    source=seqio.FunctionDataSource(
+      lambda split, shuffle_files, seed=None: tf.data.Dataset.from_tensor_slices(
+        {'targets': TEXTS}
+      ),
+      splits=('train',),
+    ),
+    preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
+    output_features={
+      'targets': seqio.Feature(hf_tokenizer.hf_vocabulary(TOKENIZER_DIR), add_eos=True)
+    },
+  )
   ds = task.get_dataset({'targets': 64}, split='train', shuffle=False, num_epochs=1)
   eos = REFERENCE['eos_id']
   assert [ex['targets'].tolist() for ex in ds.as_numpy_iterator()] == [
-      e['ids'] + [eos] for e in ENCODINGS]
+    e['ids'] + [eos] for e in ENCODINGS
+  ]
   # Training saves the input position: the stateless tokenizer op must not block that.
   iterator = dataset_iterator.TfDatasetIterator(ds, checkpoint=True)
   next(iterator)

@@ -14,14 +14,24 @@ from pause_lm.model import Decoder, ModelConfig
 NUM_EMBEDDINGS = 40
 PAUSE = 37
 UNUSED_ROW = 39
-SMALL = dict(num_embeddings=NUM_EMBEDDINGS, num_layers=2, num_heads=2, emb_dim=32, mlp_dim=64,
-             max_len=32)
+SMALL = dict(
+  num_embeddings=NUM_EMBEDDINGS, num_layers=2, num_heads=2, emb_dim=32, mlp_dim=64, max_len=32
+)
 # The Llama family at its most different from GPT-2: multi-query attention, llama3 rope scaling
 # (its original length small enough that the blend matters here), SwiGLU, no biases, tied head.
-LLAMA = dict(num_kv_heads=1, norm="rms_norm", position_embedding="rope", rope_scaling="llama3",
-             rope_scaling_factor=8.0, rope_original_max_len=16, mlp_activation="swiglu",
-             qkv_bias=False, dense_bias=False, tie_embeddings=True)
-FAMILIES = {"gpt2": {}, "llama": LLAMA}
+LLAMA = dict(
+  num_kv_heads=1,
+  norm='rms_norm',
+  position_embedding='rope',
+  rope_scaling='llama3',
+  rope_scaling_factor=8.0,
+  rope_original_max_len=16,
+  mlp_activation='swiglu',
+  qkv_bias=False,
+  dense_bias=False,
+  tie_embeddings=True,
+)
+FAMILIES = {'gpt2': {}, 'llama': LLAMA}
 
 
 def _config_from_gin(path, *bindings):
@@ -35,28 +45,31 @@ def _config_from_gin(path, *bindings):
 
 def _param_count(config):
   shapes = jax.eval_shape(
-      lambda: Decoder(config).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))
-  return sum(leaf.size for leaf in jax.tree.leaves(shapes["params"]))
+    lambda: Decoder(config).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+  )
+  return sum(leaf.size for leaf in jax.tree.leaves(shapes['params']))
 
 
-@pytest.mark.parametrize("scan_layers", [False, True])
-@pytest.mark.parametrize("gin_file, total", [("gin/models/130m.gin", 136_237_056),
-                                             ("gin/models/1b.gin", 1_345_085_440)])
+@pytest.mark.parametrize('scan_layers', [False, True])
+@pytest.mark.parametrize(
+  'gin_file, total', [('gin/models/130m.gin', 136_237_056), ('gin/models/1b.gin', 1_345_085_440)]
+)
 def test_table5_parameter_totals(gin_file, total, scan_layers):
-  config = _config_from_gin(gin_file, "NUM_EMBEDDINGS = 32297",
-                            f"ModelConfig.scan_layers = {scan_layers}")
+  config = _config_from_gin(
+    gin_file, 'NUM_EMBEDDINGS = 32297', f'ModelConfig.scan_layers = {scan_layers}'
+  )
   assert _param_count(config) == total
 
 
 def test_gin_files_leave_num_embeddings_to_the_caller():
-  for name in ("tiny", "130m", "1b"):
-    assert _config_from_gin(f"gin/models/{name}.gin").num_embeddings is None
-  with pytest.raises(ValueError, match="num_embeddings"):
+  for name in ('tiny', '130m', '1b'):
+    assert _config_from_gin(f'gin/models/{name}.gin').num_embeddings is None
+  with pytest.raises(ValueError, match='num_embeddings'):
     Decoder(ModelConfig()).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
 
 
 def test_flops_per_token_formula():
-  config = _config_from_gin("gin/models/130m.gin", "NUM_EMBEDDINGS = 32297")
+  config = _config_from_gin('gin/models/130m.gin', 'NUM_EMBEDDINGS = 32297')
   matmul = 12 * (4 * 768**2 + 2 * 768 * 3072) + 768 * 32297
   assert config.flops_per_token(2048) == 6 * matmul + 12 * 12 * 768 * 2048
 
@@ -65,13 +78,12 @@ def test_flops_per_token_formula():
 def _init(**overrides):
   config = ModelConfig(**{**SMALL, **overrides})
   variables = jax.jit(Decoder(config).init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
-  return config, variables["params"]
+  return config, variables['params']
 
 
-@functools.partial(jax.jit, static_argnames="config")
+@functools.partial(jax.jit, static_argnames='config')
 def _logits(params, config, tokens, positions=None, segment_ids=None, causal_attention=None):
-  return Decoder(config).apply({"params": params}, tokens, positions, segment_ids,
-                               causal_attention)
+  return Decoder(config).apply({'params': params}, tokens, positions, segment_ids, causal_attention)
 
 
 def _tokens(batch, length, seed=0):
@@ -83,14 +95,14 @@ def _perturbed(tokens, position):
 
 
 def test_tiny_config_runs_and_returns_float32_logits():
-  config = _config_from_gin("gin/models/tiny.gin", "NUM_EMBEDDINGS = 64")
+  config = _config_from_gin('gin/models/tiny.gin', 'NUM_EMBEDDINGS = 64')
   variables = jax.jit(Decoder(config).init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
   logits = jax.jit(Decoder(config).apply)(variables, _tokens(2, 16))
   assert logits.shape == (2, 16, 64) and logits.dtype == jnp.float32
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
-  config, params = _init(dtype="bfloat16")
+  config, params = _init(dtype='bfloat16')
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   logits = _logits(params, config, _tokens(2, 8))
   assert logits.dtype == jnp.float32
@@ -98,7 +110,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   np.testing.assert_allclose(logits, reference, atol=0.05)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize('family', FAMILIES)
 def test_causal_attention_never_sees_the_future(family):
   config, params = _init(**FAMILIES[family])
   tokens = _tokens(2, 10)
@@ -110,20 +122,22 @@ def test_causal_attention_never_sees_the_future(family):
     assert np.abs(changed[:, j:] - base[:, j:]).max(axis=-1).min() > 1e-6
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize('family', FAMILIES)
 def test_plain_causal_path_equals_the_explicit_causal_mask(family):
   # Without prefix or segments attention runs `is_causal` (no mask array, cuDNN's fused kernel
   # on GPUs); an all-zero prefix builds the explicit mask and must give the same logits.
   config, params = _init(**FAMILIES[family])
   tokens = _tokens(2, 10)
   np.testing.assert_allclose(
-      _logits(params, config, tokens),
-      _logits(params, config, tokens, causal_attention=jnp.zeros_like(tokens)),
-      rtol=1e-6, atol=1e-6)
+    _logits(params, config, tokens),
+    _logits(params, config, tokens, causal_attention=jnp.zeros_like(tokens)),
+    rtol=1e-6,
+    atol=1e-6,
+  )
 
 
 def test_gpu_gin_file_selects_cudnn_attention():
-  assert _config_from_gin("gin/gpu.gin").attention_impl == "cudnn"
+  assert _config_from_gin('gin/gpu.gin').attention_impl == 'cudnn'
 
 
 def test_prefix_lm_is_bidirectional_over_the_prefix_only():
@@ -150,12 +164,12 @@ def test_prefix_region_is_per_example():
   causal = jnp.asarray([[1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0, 0]], jnp.int32)
   both = _logits(params, config, tokens, causal_attention=causal)
   for row in range(2):
-    alone = _logits(params, config, tokens[row:row + 1], causal_attention=causal[row:row + 1])
-    np.testing.assert_allclose(both[row:row + 1], alone, atol=1e-5)
+    alone = _logits(params, config, tokens[row : row + 1], causal_attention=causal[row : row + 1])
+    np.testing.assert_allclose(both[row : row + 1], alone, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("prefix_lm", [False, True])
+@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('prefix_lm', [False, True])
 def test_packed_segments_match_unpacked(prefix_lm, family):
   # With rotary embeddings this also pins that RoPE angles come from decoder_positions.
   config, params = _init(**FAMILIES[family])
@@ -165,9 +179,11 @@ def test_packed_segments_match_unpacked(prefix_lm, family):
   positions = jnp.asarray([list(range(5)) + list(range(7)) + [0] * 4])
   causal = unpacked_causal = {}
   if prefix_lm:
-    causal = {"causal_attention": jnp.asarray([[1] * 3 + [0] * 2 + [1] * 4 + [0] * 7])}
-    unpacked_causal = [{"causal_attention": jnp.asarray([[1] * 3 + [0] * 2])},
-                       {"causal_attention": jnp.asarray([[1] * 4 + [0] * 3])}]
+    causal = {'causal_attention': jnp.asarray([[1] * 3 + [0] * 2 + [1] * 4 + [0] * 7])}
+    unpacked_causal = [
+      {'causal_attention': jnp.asarray([[1] * 3 + [0] * 2])},
+      {'causal_attention': jnp.asarray([[1] * 4 + [0] * 3])},
+    ]
   out = _logits(params, config, packed, positions, segment_ids, **causal)
   want_first = _logits(params, config, first, **(unpacked_causal[0] if prefix_lm else {}))
   want_second = _logits(params, config, second, **(unpacked_causal[1] if prefix_lm else {}))
@@ -182,97 +198,109 @@ def test_gradient_reaches_the_pause_row_and_not_an_unused_row():
   def loss(params, tokens):
     return jnp.sum(jax.nn.log_softmax(_logits(params, config, tokens))[..., 3])
 
-  grads = jax.grad(loss)(params, tokens)["token_embed"]["embedding"].value
+  grads = jax.grad(loss)(params, tokens)['token_embed']['embedding'].value
   assert float(jnp.abs(grads[PAUSE]).sum()) > 0
   assert float(jnp.abs(grads[UNUSED_ROW]).sum()) == 0
-  no_pause_grads = jax.grad(loss)(params, _tokens(2, 10))["token_embed"]["embedding"].value
+  no_pause_grads = jax.grad(loss)(params, _tokens(2, 10))['token_embed']['embedding'].value
   assert float(jnp.abs(no_pause_grads[PAUSE]).sum()) == 0
 
 
 def _stack_layers(params, num_layers):
   """Turns layers_0..layers_{n-1} into the scanned layout: one 'layers' tree, leading axis n."""
   params = nn.meta.unbox(params)
-  layers = [params.pop(f"layers_{i}") for i in range(num_layers)]
-  params["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+  layers = [params.pop(f'layers_{i}') for i in range(num_layers)]
+  params['layers'] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
   return params
 
 
-@pytest.mark.parametrize("family, overrides", [
-    ("gpt2", dict(scan_layers=True)), ("gpt2", dict(remat_policy="full")),
-    ("gpt2", dict(remat_policy="dots_saveable")),
-    ("gpt2", dict(scan_layers=True, remat_policy="dots_with_no_batch_dims_saveable")),
-    ("llama", dict(scan_layers=True, remat_policy="full"))])
+@pytest.mark.parametrize(
+  'family, overrides',
+  [
+    ('gpt2', dict(scan_layers=True)),
+    ('gpt2', dict(remat_policy='full')),
+    ('gpt2', dict(remat_policy='dots_saveable')),
+    ('gpt2', dict(scan_layers=True, remat_policy='dots_with_no_batch_dims_saveable')),
+    ('llama', dict(scan_layers=True, remat_policy='full')),
+  ],
+)
 def test_scan_and_remat_compute_the_same_function(family, overrides):
   plain_config, params = _init(**FAMILIES[family])
   config = ModelConfig(**{**SMALL, **FAMILIES[family], **overrides})
-  variant_params = _stack_layers(params, SMALL["num_layers"]) if config.scan_layers else params
+  variant_params = _stack_layers(params, SMALL['num_layers']) if config.scan_layers else params
   tokens = _tokens(2, 8)
   causal = jnp.asarray([[1] * 3 + [0] * 5] * 2)
 
   def loss(params, config):
     return jnp.mean(jax.nn.log_softmax(_logits(params, config, tokens, causal_attention=causal)))
 
-  np.testing.assert_allclose(_logits(variant_params, config, tokens, causal_attention=causal),
-                             _logits(params, plain_config, tokens, causal_attention=causal),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    _logits(variant_params, config, tokens, causal_attention=causal),
+    _logits(params, plain_config, tokens, causal_attention=causal),
+    atol=1e-5,
+  )
   grads = jax.grad(loss)(variant_params, config)
   want = jax.grad(loss)(params, plain_config)
   if config.scan_layers:
-    want = _stack_layers(want, SMALL["num_layers"])
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
-               nn.meta.unbox(grads), nn.meta.unbox(want))
+    want = _stack_layers(want, SMALL['num_layers'])
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+    nn.meta.unbox(grads),
+    nn.meta.unbox(want),
+  )
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("scan_layers", [False, True])
+@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('scan_layers', [False, True])
 def test_every_parameter_has_logical_axis_names(scan_layers, family):
   config, params = _init(scan_layers=scan_layers, **FAMILIES[family])
   leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
   assert leaves and all(isinstance(leaf, nn.Partitioned) for leaf in leaves)
-  known = {None, "batch", "length", "embed", "heads", "kv_heads", "kv", "mlp", "vocab", "layers"}
+  known = {None, 'batch', 'length', 'embed', 'heads', 'kv_heads', 'kv', 'mlp', 'vocab', 'layers'}
   for leaf in leaves:
     assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= known
-  block_leaves = jax.tree.leaves(params["layers" if scan_layers else "layers_0"],
-                                 is_leaf=lambda x: isinstance(x, nn.Partitioned))
-  assert all((leaf.names[0] == "layers") == scan_layers for leaf in block_leaves)
+  block_leaves = jax.tree.leaves(
+    params['layers' if scan_layers else 'layers_0'], is_leaf=lambda x: isinstance(x, nn.Partitioned)
+  )
+  assert all((leaf.names[0] == 'layers') == scan_layers for leaf in block_leaves)
 
 
 def test_dropout_is_active_only_when_not_deterministic():
-  config = ModelConfig(**{**SMALL, "dropout_rate": 0.5})
+  config = ModelConfig(**{**SMALL, 'dropout_rate': 0.5})
   params = _init()[1]
   tokens = _tokens(2, 8)
-  apply = functools.partial(Decoder(config).apply, {"params": params}, tokens)
+  apply = functools.partial(Decoder(config).apply, {'params': params}, tokens)
   np.testing.assert_array_equal(apply(), apply(deterministic=True))
-  dropped = apply(deterministic=False, rngs={"dropout": jax.random.key(1)})
+  dropped = apply(deterministic=False, rngs={'dropout': jax.random.key(1)})
   assert np.abs(dropped - apply()).max() > 1e-3
 
 
 def test_rejects_unknown_remat_policy():
-  with pytest.raises(ValueError, match="remat_policy"):
-    ModelConfig(remat_policy="sometimes")
+  with pytest.raises(ValueError, match='remat_policy'):
+    ModelConfig(remat_policy='sometimes')
 
 
 def test_llama_family_parameters_have_the_llama_shapes():
   config, params = _init(**LLAMA)
   params = nn.meta.unbox(params)
-  layer = params["layers_0"]
-  assert set(params) == {"token_embed", "layers_0", "layers_1", "final_norm"}  # tied, no positions
-  assert layer["attention"]["query"]["kernel"].shape == (32, 2, 16)
-  assert layer["attention"]["key"]["kernel"].shape == (32, 1, 16)  # one key/value head (MQA)
-  assert set(layer["attention"]["value"]) == {"kernel"}  # no biases
-  assert set(layer["mlp"]) == {"wi_0", "wi_1", "wo"}
-  assert set(layer["pre_mlp_norm"]) == {"scale"}  # RMSNorm
-  qwen = nn.meta.unbox(_init(**{**LLAMA, "qkv_bias": True})[1])["layers_0"]["attention"]
-  assert qwen["key"]["bias"].shape == (1, 16) and set(qwen["out"]) == {"kernel"}
+  layer = params['layers_0']
+  assert set(params) == {'token_embed', 'layers_0', 'layers_1', 'final_norm'}  # tied, no positions
+  assert layer['attention']['query']['kernel'].shape == (32, 2, 16)
+  assert layer['attention']['key']['kernel'].shape == (32, 1, 16)  # one key/value head (MQA)
+  assert set(layer['attention']['value']) == {'kernel'}  # no biases
+  assert set(layer['mlp']) == {'wi_0', 'wi_1', 'wo'}
+  assert set(layer['pre_mlp_norm']) == {'scale'}  # RMSNorm
+  qwen = nn.meta.unbox(_init(**{**LLAMA, 'qkv_bias': True})[1])['layers_0']['attention']
+  assert qwen['key']['bias'].shape == (1, 16) and set(qwen['out']) == {'kernel'}
 
 
 def test_tied_head_is_the_transposed_embedding():
   config, params = _init(**LLAMA)
   params = nn.meta.unbox(params)
-  logits, state = Decoder(config).apply({"params": params}, _tokens(1, 6),
-                                        capture_intermediates=True)
-  hidden = state["intermediates"]["final_norm"]["__call__"][0]
-  np.testing.assert_allclose(logits, hidden @ params["token_embed"]["embedding"].T, atol=1e-5)
+  logits, state = Decoder(config).apply(
+    {'params': params}, _tokens(1, 6), capture_intermediates=True
+  )
+  hidden = state['intermediates']['final_norm']['__call__'][0]
+  np.testing.assert_allclose(logits, hidden @ params['token_embed']['embedding'].T, atol=1e-5)
 
 
 def test_rope_is_relative_and_uses_the_positions():
@@ -282,7 +310,7 @@ def test_rope_is_relative_and_uses_the_positions():
   base = _logits(params, config, tokens, positions)
   np.testing.assert_allclose(_logits(params, config, tokens, positions + 5), base, atol=1e-4)
   # Without the rescaling the frequencies differ: rope_scaling is not a no-op here.
-  plain = ModelConfig(**{**SMALL, **LLAMA, "rope_scaling": None})
+  plain = ModelConfig(**{**SMALL, **LLAMA, 'rope_scaling': None})
   assert np.abs(_logits(params, plain, tokens, positions) - base).max() > 1e-4
 
 
@@ -295,14 +323,20 @@ def test_flops_count_grouped_query_attention_and_swiglu():
 
 
 def test_smollm_gin_file_has_smollm_135m_parameter_count():
-  config = _config_from_gin("gin/models/smollm_135m.gin", "NUM_EMBEDDINGS = 49152")
+  config = _config_from_gin('gin/models/smollm_135m.gin', 'NUM_EMBEDDINGS = 49152')
   assert _param_count(config) == 134_515_008
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(num_kv_heads=3), "num_kv_heads"), (dict(norm="batch_norm"), "norm"),
-    (dict(rope_scaling="yarn"), "rope_scaling"), (dict(mlp_activation="relu"), "mlp_activation"),
-    (dict(position_embedding="alibi"), "position_embedding")])
+@pytest.mark.parametrize(
+  'overrides, message',
+  [
+    (dict(num_kv_heads=3), 'num_kv_heads'),
+    (dict(norm='batch_norm'), 'norm'),
+    (dict(rope_scaling='yarn'), 'rope_scaling'),
+    (dict(mlp_activation='relu'), 'mlp_activation'),
+    (dict(position_embedding='alibi'), 'position_embedding'),
+  ],
+)
 def test_rejects_unknown_family_settings(overrides, message):
   with pytest.raises(ValueError, match=message):
     ModelConfig(**{**SMALL, **overrides})

@@ -17,37 +17,50 @@ import tensorflow as tf
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 LAUNCH = REPO / 'launch' / 'local_multiprocess.sh'
+# After gin/experiments/tiny_test_model.gin, the tests' small model.
 SMALL = (
-    'ModelConfig.num_layers = 2', 'ModelConfig.num_heads = 2',
-    'ModelConfig.emb_dim = 64', 'ModelConfig.mlp_dim = 128',
-    'ModelConfig.max_len = 64', 'SEQUENCE_LENGTH = 32', 'BATCH_SIZE = 8',
-    'WARMUP_STEPS = 2', 'learning_rate_schedule.total_steps = 6',
-    'train.log_every_steps = 1', 'CheckpointConfig.save_every_steps = 100',
-    # Two input shards whatever the process count, so that one process reads
-    # exactly the rows two processes read between them.
-    'input_shards.num_shards = 2',
+  'ModelConfig.max_len = 64',
+  'SEQUENCE_LENGTH = 32',
+  'BATCH_SIZE = 8',
+  'WARMUP_STEPS = 2',
+  'learning_rate_schedule.total_steps = 6',
+  'train.log_every_steps = 1',
+  'CheckpointConfig.save_every_steps = 100',
+  # Two input shards whatever the process count, so that one process reads
+  # exactly the rows two processes read between them.
+  'input_shards.num_shards = 2',
 )
 
 
 def train_args(model_dir, *bindings):
-  return ['-m', 'pause_lm.train', '--gin_file=gin/quickstart.gin',
-          f"--gin.MODEL_DIR='{model_dir}'",
-          *(f'--gin_bindings={b}' for b in (*SMALL, *bindings))]
+  return [
+    '-m',
+    'pause_lm.train',
+    '--gin_file=gin/quickstart.gin',
+    '--gin_file=gin/experiments/tiny_test_model.gin',
+    f"--gin.MODEL_DIR='{model_dir}'",
+    *(f'--gin_bindings={b}' for b in (*SMALL, *bindings)),
+  ]
 
 
 def cpu_env(devices):
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES',
-               'JAX_PROCESS_ID'):
+  env = dict(
+    os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}'
+  )
+  for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):
     env.pop(name, None)
   return env
 
 
 def run_one_process(devices, model_dir, *bindings):
-  result = subprocess.run([sys.executable, *train_args(model_dir, *bindings)],
-                          cwd=REPO, env=cpu_env(devices), capture_output=True,
-                          text=True, timeout=300)
+  result = subprocess.run(
+    [sys.executable, *train_args(model_dir, *bindings)],
+    cwd=REPO,
+    env=cpu_env(devices),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-5000:]
 
 
@@ -55,9 +68,20 @@ def run_processes(processes, devices, model_dir, log_dir, *bindings):
   env = dict(cpu_env(devices), LOG_DIR=str(log_dir), PYTHON_BIN=sys.executable)
   env.pop('XLA_FLAGS')
   result = subprocess.run(
-      ['bash', str(LAUNCH), str(processes), str(devices), sys.executable,
-       *train_args(model_dir, *bindings)],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    [
+      'bash',
+      str(LAUNCH),
+      str(processes),
+      str(devices),
+      sys.executable,
+      *train_args(model_dir, *bindings),
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-5000:]
 
 
@@ -77,32 +101,39 @@ def test_two_processes_match_one_and_resume_on_a_different_mesh(tmp_path):
   run_one_process(4, reference, 'TRAIN_STEPS = 6', 'create_mesh.fsdp = 2')
   # The same mesh over two processes of 2 devices each, stopped at step 3.
   two = tmp_path / 'two_processes'
-  run_processes(2, 2, two, tmp_path / 'logs', 'TRAIN_STEPS = 3',
-                'create_mesh.fsdp = 2')
+  run_processes(2, 2, two, tmp_path / 'logs', 'TRAIN_STEPS = 3', 'create_mesh.fsdp = 2')
 
   expected = read_losses(reference)
   assert sorted(expected) == [1, 2, 3, 4, 5, 6]
   got = read_losses(two)
   assert sorted(got) == [1, 2, 3]
-  assert [got[s] for s in (1, 2, 3)] == pytest.approx(
-      [expected[s] for s in (1, 2, 3)], abs=1e-5)
+  assert [got[s] for s in (1, 2, 3)] == pytest.approx([expected[s] for s in (1, 2, 3)], abs=1e-5)
   # Metrics, TensorBoard files and the config come from process 0 only.
   assert len(list(two.glob('events.out.tfevents*'))) == 1
   assert (two / 'config.gin').exists()
   # Every process saved its own input shard.
   data_dir = two / 'checkpoints' / '3' / 'data'
   assert sorted(p.name for p in data_dir.glob('*.index')) == [
-      'shard_0-of-2.index', 'shard_1-of-2.index']
+    'shard_0-of-2.index',
+    'shard_1-of-2.index',
+  ]
 
   # One process on 2 devices, tensor-parallel this time, resumes the
   # two-process checkpoint and continues exactly where the reference did.
   resumed = tmp_path / 'resumed'
   shutil.copytree(two, resumed)
-  run_one_process(2, resumed, 'TRAIN_STEPS = 6', 'create_mesh.data = 1',
-                  'create_mesh.tensor = 2', 'train.num_microbatches = 2')
+  run_one_process(
+    2,
+    resumed,
+    'TRAIN_STEPS = 6',
+    'create_mesh.data = 1',
+    'create_mesh.tensor = 2',
+    'train.num_microbatches = 2',
+  )
   continued = read_losses(resumed)
   assert [continued[s] for s in (4, 5, 6)] == pytest.approx(
-      [expected[s] for s in (4, 5, 6)], abs=1e-4)
+    [expected[s] for s in (4, 5, 6)], abs=1e-4
+  )
 
 
 # Saves a tiny train state on one mesh and restores it on others.
@@ -158,26 +189,40 @@ print('RESULT', json.dumps(out))
 
 def test_checkpoint_restores_on_more_or_fewer_devices(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-c', _RESHARD_SCRIPT, str(tmp_path)], cwd=REPO,
-      env=cpu_env(8), capture_output=True, text=True, timeout=300)
+    [sys.executable, '-c', _RESHARD_SCRIPT, str(tmp_path)],
+    cwd=REPO,
+    env=cpu_env(8),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-5000:]
-  line = next(l for l in result.stdout.splitlines() if l.startswith('RESULT'))
-  out = json.loads(line[len('RESULT'):])
+  line = next(x for x in result.stdout.splitlines() if x.startswith('RESULT'))
+  out = json.loads(line[len('RESULT') :])
   # [parameters equal, devices holding the query kernel, its shard shape];
   # the kernel is [embed 32, heads 2, kv 16], split embed->fsdp, heads->tensor.
   assert out == {
-      '8->4': [True, 4, [8, 2, 16]],
-      '8->2': [True, 2, [32, 1, 16]],
-      '2->8': [True, 8, [16, 1, 16]],
-      '2->4': [True, 4, [8, 2, 16]],
+    '8->4': [True, 4, [8, 2, 16]],
+    '8->2': [True, 2, [32, 1, 16]],
+    '2->8': [True, 8, [16, 1, 16]],
+    '2->4': [True, 4, [8, 2, 16]],
   }
 
 
 def test_compile_only_prints_per_device_memory(tmp_path):
   result = subprocess.run(
-      [sys.executable, *train_args(tmp_path / 'unused', 'create_mesh.fsdp = 4'),
-       '--compile_only', '--simulated_devices=4'],
-      cwd=REPO, env=cpu_env(1), capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      *train_args(tmp_path / 'unused', 'create_mesh.fsdp = 4'),
+      '--compile_only',
+      '--simulated_devices=4',
+    ],
+    cwd=REPO,
+    env=cpu_env(1),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-5000:]
   for field in ('arguments', 'outputs', 'temporaries', 'total'):
     assert f'  {field}' in result.stdout

@@ -3,34 +3,32 @@
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
 import seqio
 import tensorflow_datasets as tfds
 
 from pause_lm import data
-from pause_lm import gin_utils
 from pause_lm import hf_tokenizer
 from pause_lm import tasks
 from pause_lm import trainer
-from small_model import SMALL
 from test_tasks import assert_pause_pretraining_batch
 from test_tasks import assert_same_text
 
 TOKENIZER_DIR = os.path.join(os.path.dirname(__file__), 'testdata', 'hf', 'tokenizer')
 LENGTH = 256
 SENTENCES = [
-    'The model thinks before it speaks, and a pause token delays the answer.',
-    'Pause tokens give the decoder extra computation before the next word.',
-    'Numbers like 1234 and 56.78 are split into pieces by the tokenizer.',
-    'Questions and answers: what is 7 times 6? It is 42, said the model.',
+  'The model thinks before it speaks, and a pause token delays the answer.',
+  'Pause tokens give the decoder extra computation before the next word.',
+  'Numbers like 1234 and 56.78 are split into pieces by the tokenizer.',
+  'Questions and answers: what is 7 times 6? It is 42, said the model.',
 ]
 
 
 def _documents(n, offset=0):
-  return [' '.join(SENTENCES[(i + k) % 4] for k in range(1 + (i % 3)))
-          for i in range(offset, offset + n)]
+  return [
+    ' '.join(SENTENCES[(i + k) % 4] for k in range(1 + (i % 3))) for i in range(offset, offset + n)
+  ]
 
 
 def _register(name, source):
@@ -45,10 +43,12 @@ def _corpus(tmp_path):
   """8 documents a file in 3 text files (one per line), 24 files of one, 3 JSONL files."""
   for f in range(3):
     docs = _documents(8, offset=8 * f)
-    (tmp_path / f'lines_{f}.txt').write_text('\n'.join(docs[:4]) + '\n\n' +
-                                             '\n'.join(docs[4:]) + '\n')
+    (tmp_path / f'lines_{f}.txt').write_text(
+      '\n'.join(docs[:4]) + '\n\n' + '\n'.join(docs[4:]) + '\n'
+    )
     (tmp_path / f'records_{f}.jsonl').write_text(
-        ''.join(json.dumps({'id': i, 'text': d}) + '\n' for i, d in enumerate(docs)))
+      ''.join(json.dumps({'id': i, 'text': d}) + '\n' for i, d in enumerate(docs))
+    )
     for i, doc in enumerate(docs):
       (tmp_path / f'doc_{f}_{i}.txt').write_text(doc + '\nsecond line of the same document\n')
   return tmp_path
@@ -56,22 +56,32 @@ def _corpus(tmp_path):
 
 def _batch(task, seed=0, length=LENGTH, batch_size=8):
   # No shuffle: its buffer of 1,000 chunks would tokenize the corpus many times over.
-  ds = data.get_dataset(task, 'train', sequence_length=length, batch_size=batch_size, seed=seed,
-                        shuffle=False)
+  ds = data.get_dataset(
+    task, 'train', sequence_length=length, batch_size=batch_size, seed=seed, shuffle=False
+  )
   return next(ds.as_numpy_iterator())
 
 
 def _all_targets(task):
-  ds = data.get_dataset(task, 'train', sequence_length=64, batch_size=1, shuffle=False,
-                        repeat=False, drop_remainder=False)
+  ds = data.get_dataset(
+    task,
+    'train',
+    sequence_length=64,
+    batch_size=1,
+    shuffle=False,
+    repeat=False,
+    drop_remainder=False,
+  )
   return np.concatenate([b['decoder_target_tokens'][0] for b in ds.as_numpy_iterator()])
 
 
 @pytest.mark.parametrize('kind', ['lines', 'files', 'jsonl'])
 def test_pause_variant_as_for_c4(corpus, kind):
-  source = {'lines': lambda: tasks.text_files_source(str(corpus / 'lines_*.txt'), 'line'),
-            'files': lambda: tasks.text_files_source(str(corpus / 'doc_*.txt')),
-            'jsonl': lambda: tasks.jsonl_source(str(corpus / 'records_*.jsonl'))}[kind]()
+  source = {
+    'lines': lambda: tasks.text_files_source(str(corpus / 'lines_*.txt'), 'line'),
+    'files': lambda: tasks.text_files_source(str(corpus / 'doc_*.txt')),
+    'jsonl': lambda: tasks.jsonl_source(str(corpus / 'records_*.jsonl')),
+  }[kind]()
   std, pause = _register(f'own_{kind}', source)
   assert (std.name, pause.name) == (f'own_{kind}_std_pretrain', f'own_{kind}_pause_pretrain')
   info = data.task_info(pause.name)
@@ -90,8 +100,10 @@ def test_documents_per_line_and_per_file(corpus):
   assert (lines == vocabulary.eos_id).sum() == 8 and (files == vocabulary.eos_id).sum() == 8
   text = vocabulary.decode(lines[lines != 0].tolist() + [])  # decode stops at the first EOS
   assert text == _documents(1)[0]
-  assert (vocabulary.decode(files[files != 0].tolist()) ==
-          _documents(8)[0] + '\nsecond line of the same document\n')
+  assert (
+    vocabulary.decode(files[files != 0].tolist())
+    == _documents(8)[0] + '\nsecond line of the same document\n'
+  )
 
 
 def test_bad_sources_say_what_is_wrong(corpus):
@@ -100,8 +112,11 @@ def test_bad_sources_say_what_is_wrong(corpus):
   with pytest.raises(ValueError, match="document_per='page'"):
     tasks.text_files_source(str(corpus / 'doc_*.txt'), 'page')
   with pytest.raises(TypeError, match='PauseVocabulary'):
-    tasks.register_pretraining_task('own_bad', tasks.text_files_source(str(corpus / '*.txt')),
-                                    hf_tokenizer.HfTokenizerVocabulary(TOKENIZER_DIR))
+    tasks.register_pretraining_task(
+      'own_bad',
+      tasks.text_files_source(str(corpus / '*.txt')),
+      hf_tokenizer.HfTokenizerVocabulary(TOKENIZER_DIR),
+    )
   (corpus / 'bad.jsonl').write_text('{"content": "no text field"}\n')
   _register('own_bad_jsonl', tasks.jsonl_source({'train': str(corpus / 'bad.jsonl')}))
   with pytest.raises(Exception, match=r"bad.jsonl: a line has no string field 'text'"):
@@ -123,8 +138,9 @@ def _register_mixture(corpus):
   _register('own_mix_jsonl', tasks.jsonl_source(str(corpus / 'records_*.jsonl')))
   if 'own_mixture' in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.remove('own_mixture')
-  seqio.MixtureRegistry.add('own_mixture', [('own_mix_lines_pause_pretrain', 1.0),
-                                            ('own_mix_jsonl_pause_pretrain', 3.0)])
+  seqio.MixtureRegistry.add(
+    'own_mixture', [('own_mix_lines_pause_pretrain', 1.0), ('own_mix_jsonl_pause_pretrain', 3.0)]
+  )
 
 
 def test_a_mixture_is_a_training_task(corpus):
@@ -136,17 +152,16 @@ def test_a_mixture_is_a_training_task(corpus):
     data.get_task('own_mixtrue')
 
 
-def test_a_mixture_trains(corpus, tmp_path, monkeypatch):
+def test_a_mixture_trains(corpus, tmp_path, configure):
   _register_mixture(corpus)
-  monkeypatch.chdir(gin_utils.REPO_ROOT)
-  gin.clear_config()
-  try:
-    gin_utils.parse_gin(['gin/quickstart.gin'], [
-        *SMALL, f"MODEL_DIR = '{tmp_path / 'run'}'", "TASK = 'own_mixture'",
-        'TRAIN_STEPS = 3', 'WARMUP_STEPS = 1', 'CheckpointConfig.save_every_steps = 1'])
-    result = trainer.train()
-  finally:
-    gin.clear_config()
+  configure(
+    tmp_path / 'run',
+    "TASK = 'own_mixture'",
+    'TRAIN_STEPS = 3',
+    'WARMUP_STEPS = 1',
+    'CheckpointConfig.save_every_steps = 1',
+  )
+  result = trainer.train()
   metrics = dict(result.history)
   assert sorted(metrics) == [1, 2, 3] and all(np.isfinite(m['loss']) for m in metrics.values())
   assert 0.07 <= metrics[1]['pause_share'] <= 0.11

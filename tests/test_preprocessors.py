@@ -15,8 +15,10 @@ from pause_lm import vocab as vocab_lib
 BASE = seqio.ByteVocabulary()
 VOCAB = vocab_lib.PauseVocabulary(BASE)
 PAUSE = VOCAB.pause_id
-FEATURES = {"inputs": seqio.Feature(VOCAB, add_eos=False),
-            "targets": seqio.Feature(VOCAB, add_eos=True)}
+FEATURES = {
+  'inputs': seqio.Feature(VOCAB, add_eos=False),
+  'targets': seqio.Feature(VOCAB, add_eos=True),
+}
 
 
 def _reference(tokens, gaps, pause_id):
@@ -27,23 +29,26 @@ def _reference(tokens, gaps, pause_id):
     out.extend([pause_id] * per_gap[i])
     if i < len(tokens):
       out.append(tokens[i])
-  return out[:len(tokens)]
+  return out[: len(tokens)]
 
 
 @settings(max_examples=150, deadline=None)
-@given(length=st.integers(1, 400), rate=st.floats(0.0, 0.5),
-       seed=st.tuples(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1)))
+@given(
+  length=st.integers(1, 400),
+  rate=st.floats(0.0, 0.5),
+  seed=st.tuples(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1)),
+)
 def test_insert_pauses_properties(length, rate, seed):
   tokens = np.arange(1000, 1000 + length, dtype=np.int32)  # distinct, never the pause id
   gaps = preprocessors.pause_gaps(tf.constant(length), tf.constant(seed), rate).numpy()
   out = preprocessors.insert_pauses(tf.constant(tokens), tf.constant(seed), PAUSE, rate).numpy()
 
-  assert len(gaps) == round(rate * length)                  # k pauses before the trim
-  assert ((0 <= gaps) & (gaps <= length)).all()             # one of the L + 1 gaps each
-  assert len(out) == length                                 # trimmed back to L
+  assert len(gaps) == round(rate * length)  # k pauses before the trim
+  assert ((0 <= gaps) & (gaps <= length)).all()  # one of the L + 1 gaps each
+  assert len(out) == length  # trimmed back to L
   kept = int((out == PAUSE).sum())
   assert kept <= len(gaps)
-  np.testing.assert_array_equal(out[out != PAUSE], tokens[:length - kept])  # order, prefix
+  np.testing.assert_array_equal(out[out != PAUSE], tokens[: length - kept])  # order, prefix
   assert out.tolist() == _reference(tokens.tolist(), gaps, PAUSE)
 
 
@@ -59,11 +64,61 @@ def test_insert_pauses_deterministic_per_seed_and_varies_across_seeds(seed):
 def test_insert_pauses_exact_positions_for_fixed_seeds():
   # Pins the output for given seeds: any rewrite for speed must keep every position.
   out = preprocessors.insert_pauses(tf.range(1, 21), tf.constant([3, 4], tf.int64), 99, 0.2)
-  assert out.numpy().tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 99, 13, 14, 15, 99, 16,
-                                  99, 17]
+  assert out.numpy().tolist() == [
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+    99,
+    13,
+    14,
+    15,
+    99,
+    16,
+    99,
+    17,
+  ]
   out = preprocessors.insert_pauses(tf.range(1, 31), tf.constant([123, 7], tf.int64), 99, 0.1)
-  assert out.numpy().tolist() == [1, 2, 3, 99, 4, 5, 6, 7, 8, 99, 9, 10, 11, 12, 13, 14, 15, 16,
-                                  17, 18, 19, 20, 21, 22, 23, 24, 99, 25, 26, 27]
+  assert out.numpy().tolist() == [
+    1,
+    2,
+    3,
+    99,
+    4,
+    5,
+    6,
+    7,
+    8,
+    99,
+    9,
+    10,
+    11,
+    12,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    99,
+    25,
+    26,
+    27,
+  ]
 
 
 def test_paper_setting_inserts_205_pauses_in_2048():
@@ -84,12 +139,14 @@ def test_gaps_are_uniform_over_all_l_plus_one_gaps():
 
 
 def test_inject_pauses_uses_seqio_seeds():
-  ds = tf.data.Dataset.from_tensor_slices({"targets": tf.reshape(tf.range(1, 1 + 8 * 100), [8, 100])})
+  ds = tf.data.Dataset.from_tensor_slices(
+    {'targets': tf.reshape(tf.range(1, 1 + 8 * 100), [8, 100])}
+  )
 
   def run(seed):
     with seqio.utils.map_seed_manager(seed):
       out = preprocessors.inject_pauses(ds, FEATURES, rate=0.1)
-    return np.stack([ex["targets"] for ex in out.as_numpy_iterator()])
+    return np.stack([ex['targets'] for ex in out.as_numpy_iterator()])
 
   a, b, c = run(1), run(1), run(2)
   np.testing.assert_array_equal(a, b)
@@ -102,15 +159,19 @@ def test_inject_pauses_uses_seqio_seeds():
 def _per_example_reference(ds, rate, map_seed):
   """The first implementation: one seqio-seeded map of insert_pauses per chunk."""
   with seqio.utils.map_seed_manager(map_seed):
+
     @seqio.map_over_dataset(num_seeds=1)
     def inject(features, seed):
-      return {**features, "targets": preprocessors.insert_pauses(
-          features["targets"], seed, PAUSE, rate)}
-    return [ex["targets"] for ex in inject(ds).as_numpy_iterator()]
+      return {
+        **features,
+        'targets': preprocessors.insert_pauses(features['targets'], seed, PAUSE, rate),
+      }
+
+    return [ex['targets'] for ex in inject(ds).as_numpy_iterator()]
 
 
-@pytest.mark.parametrize("rate", [0.1, 0.0, 0.33])
-@pytest.mark.parametrize("map_seed", [1, 17])
+@pytest.mark.parametrize('rate', [0.1, 0.0, 0.33])
+@pytest.mark.parametrize('map_seed', [1, 17])
 def test_batched_injection_equals_the_per_example_one(rate, map_seed):
   # Chunks of every length (a document group's last chunk is short), more of them than one
   # injection batch: every position, of every chunk, for the same seqio seed.
@@ -118,82 +179,91 @@ def test_batched_injection_equals_the_per_example_one(rate, map_seed):
   lengths = [*rng.integers(1, 300, preprocessors.INJECT_TOKENS // 2048 + 40), 2048, 2048, 1, 2, 3]
   rows = [rng.integers(1, 200, n).astype(np.int32) for n in lengths]
   ds = tf.data.Dataset.from_generator(
-      lambda: ({"targets": r} for r in rows),
-      output_signature={"targets": tf.TensorSpec([None], tf.int32)})
+    lambda: ({'targets': r} for r in rows),
+    output_signature={'targets': tf.TensorSpec([None], tf.int32)},
+  )
   expected = _per_example_reference(ds, rate, map_seed)
   with seqio.utils.map_seed_manager(map_seed):
-    got = [ex["targets"] for ex in preprocessors.inject_pauses(ds, FEATURES, rate=rate)
-           .as_numpy_iterator()]
+    got = [
+      ex['targets']
+      for ex in preprocessors.inject_pauses(ds, FEATURES, rate=rate).as_numpy_iterator()
+    ]
   assert len(got) == len(rows)
   for want, have in zip(expected, got):
     np.testing.assert_array_equal(have, want)
 
 
 def test_batched_injection_keeps_a_static_chunk_shape():
-  ds = tf.data.Dataset.from_tensor_slices({"targets": tf.reshape(tf.range(1, 1 + 5 * 64), [5, 64])})
+  ds = tf.data.Dataset.from_tensor_slices({'targets': tf.reshape(tf.range(1, 1 + 5 * 64), [5, 64])})
   out = preprocessors.inject_pauses(ds, FEATURES, rate=0.1)
-  assert out.element_spec["targets"].shape == [64]
+  assert out.element_spec['targets'].shape == [64]
   expected = _per_example_reference(ds, 0.1, 3)
   with seqio.utils.map_seed_manager(3):
-    got = [ex["targets"] for ex in preprocessors.inject_pauses(ds, FEATURES, rate=0.1)
-           .as_numpy_iterator()]
+    got = [
+      ex['targets']
+      for ex in preprocessors.inject_pauses(ds, FEATURES, rate=0.1).as_numpy_iterator()
+    ]
   np.testing.assert_array_equal(np.stack(got), np.stack(expected))
 
 
 def test_inject_pauses_needs_a_pause_vocabulary():
-  with pytest.raises(ValueError, match="PauseVocabulary"):
-    preprocessors.inject_pauses(tf.data.Dataset.from_tensors({"targets": [1]}),
-                                {"targets": seqio.Feature(BASE)})
+  with pytest.raises(ValueError, match='PauseVocabulary'):
+    preprocessors.inject_pauses(
+      tf.data.Dataset.from_tensors({'targets': [1]}), {'targets': seqio.Feature(BASE)}
+    )
 
 
 def _append(prefix, m, length=None, **kwargs):
-  ds = tf.data.Dataset.from_tensors({"inputs": tf.constant(prefix, tf.int32),
-                                     "targets": tf.constant([7, 7], tf.int32)})
-  lengths = None if length is None else {"inputs": length, "targets": 4}
+  ds = tf.data.Dataset.from_tensors(
+    {'inputs': tf.constant(prefix, tf.int32), 'targets': tf.constant([7, 7], tf.int32)}
+  )
+  lengths = None if length is None else {'inputs': length, 'targets': 4}
   out = preprocessors.append_pauses(ds, lengths, FEATURES, m, **kwargs)
   ex = next(out.as_numpy_iterator())
-  return ex["inputs"].tolist(), int(ex[preprocessors.TRUNCATED_KEY])
+  return ex['inputs'].tolist(), int(ex[preprocessors.TRUNCATED_KEY])
 
 
 def test_append_and_prepend():
   assert _append([5, 6, 7], 3) == ([5, 6, 7, PAUSE, PAUSE, PAUSE], 0)
-  assert _append([5, 6, 7], 2, placement="prepend") == ([PAUSE, PAUSE, 5, 6, 7], 0)
+  assert _append([5, 6, 7], 2, placement='prepend') == ([PAUSE, PAUSE, 5, 6, 7], 0)
   assert _append([5, 6, 7], 0) == ([5, 6, 7], 0)
 
 
 def test_filler_uses_an_ordinary_token():
-  dot = BASE.encode(".")[0]
-  assert _append([5, 6], 3, filler=".") == ([5, 6, dot, dot, dot], 0)
+  dot = BASE.encode('.')[0]
+  assert _append([5, 6], 3, filler='.') == ([5, 6, dot, dot, dot], 0)
   assert _append([5, 6], 2, filler=42) == ([5, 6, 42, 42], 0)
-  with pytest.raises(ValueError, match="one token"):
-    _append([5, 6], 2, filler="..")
+  with pytest.raises(ValueError, match='one token'):
+    _append([5, 6], 2, filler='..')
 
 
 def test_truncation_cuts_the_prefix_never_the_pauses():
   prefix = list(range(10, 20))
   inputs, cut = _append(prefix, 4, length=8)
   assert inputs == [16, 17, 18, 19] + [PAUSE] * 4 and cut == 6
-  inputs, cut = _append(prefix, 4, length=8, keep="start")
+  inputs, cut = _append(prefix, 4, length=8, keep='start')
   assert inputs == [10, 11, 12, 13] + [PAUSE] * 4 and cut == 6
-  inputs, cut = _append(prefix, 4, length=8, placement="prepend")
+  inputs, cut = _append(prefix, 4, length=8, placement='prepend')
   assert inputs == [PAUSE] * 4 + [16, 17, 18, 19] and cut == 6
   assert _append(prefix, 4, length=14) == (prefix + [PAUSE] * 4, 0)
 
 
 def test_too_many_pauses_for_the_length_is_an_error():
-  with pytest.raises(ValueError, match="no room for the prefix"):
+  with pytest.raises(ValueError, match='no room for the prefix'):
     _append([5], 8, length=8)
 
 
 def _random_m(prefixes, lo, hi, seed, length=None, **kwargs):
   """Appends lo..hi pauses per example under seqio seed `seed`; (inputs, cut) per example."""
   ds = tf.data.Dataset.from_tensor_slices(tf.ragged.constant(prefixes, tf.int32)).map(
-      lambda p: {"inputs": p, "targets": tf.constant([7, 7], tf.int32)})
-  lengths = None if length is None else {"inputs": length, "targets": 4}
+    lambda p: {'inputs': p, 'targets': tf.constant([7, 7], tf.int32)}
+  )
+  lengths = None if length is None else {'inputs': length, 'targets': 4}
   with seqio.utils.map_seed_manager(seed):
     out = preprocessors.append_pauses(ds, lengths, FEATURES, lo, max_pauses=hi, **kwargs)
-  return [(ex["inputs"].tolist(), int(ex[preprocessors.TRUNCATED_KEY]))
-          for ex in out.as_numpy_iterator()]
+  return [
+    (ex['inputs'].tolist(), int(ex[preprocessors.TRUNCATED_KEY])) for ex in out.as_numpy_iterator()
+  ]
 
 
 def test_random_m_is_uniform_over_lo_to_hi_inclusive():
@@ -218,7 +288,7 @@ def test_random_m_is_deterministic_per_seed_and_per_example():
   assert len({inputs.count(PAUSE) for inputs, _ in a}) == 11
 
 
-@pytest.mark.parametrize("placement", ["append", "prepend"])
+@pytest.mark.parametrize('placement', ['append', 'prepend'])
 def test_random_m_example_is_the_fixed_m_example_of_its_draw(placement):
   # Prefixes of 3-10 tokens in 12 slots, M from 0..8: the cut makes room for the M drawn.
   prefixes = [list(range(10, 10 + k)) for k in range(3, 11)] * 25
@@ -232,10 +302,10 @@ def test_random_m_example_is_the_fixed_m_example_of_its_draw(placement):
 
 
 def test_random_m_with_filler_and_bad_ranges():
-  dot = BASE.encode(".")[0]
-  for inputs, _ in _random_m([[5, 6]] * 20, 1, 3, seed=1, filler="."):
+  dot = BASE.encode('.')[0]
+  for inputs, _ in _random_m([[5, 6]] * 20, 1, 3, seed=1, filler='.'):
     assert inputs[:2] == [5, 6] and 1 <= len(inputs) - 2 <= 3 and set(inputs[2:]) == {dot}
-  with pytest.raises(ValueError, match="must exceed num_pauses"):
+  with pytest.raises(ValueError, match='must exceed num_pauses'):
     _random_m([[5]], 4, 4, seed=1)
-  with pytest.raises(ValueError, match="no room for the prefix"):
+  with pytest.raises(ValueError, match='no room for the prefix'):
     _random_m([[5]], 0, 8, seed=1, length=8)

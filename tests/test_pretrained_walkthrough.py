@@ -1,10 +1,10 @@
-'''Runs docs/pretrained.md's walkthrough, its own commands and module, on tiny artefacts.
+"""Runs docs/pretrained.md's walkthrough, its own commands and module, on tiny artefacts.
 
 The page's `python -m pause_lm.{convert,train,evaluate}` commands are read from its sh blocks
 and run in this process (same flags, same gin files and bindings), its module and gin file are
 written from its python and gin blocks, and the working folder holds a tiny random SmolLM-shaped
 checkpoint (tests/testdata/hf/smollm + the test tokenizer) and a small text corpus.
-'''
+"""
 
 import json
 import os
@@ -35,7 +35,7 @@ def _blocks(kind):
 
 
 def _commands():
-  '''Each pause-lm command of the sh blocks, continuation lines joined, `for M` loops unrolled.'''
+  """Each pause-lm command of the sh blocks, continuation lines joined, `for M` loops unrolled."""
   commands = []
   for block in _blocks('sh'):
     block = block.replace('\\\n', ' ')
@@ -49,14 +49,15 @@ def _commands():
 
 
 def _run(command):
-  '''Runs one `python -m pause_lm.X --flag=value ...` command in this process.'''
+  """Runs one `python -m pause_lm.X --flag=value ...` command in this process."""
   args = shlex.split(command)
   module = args[args.index('-m') + 1]
-  flags = gin_utils.rewrite_gin_args(args[args.index('-m') + 2:])
+  flags = gin_utils.rewrite_gin_args(args[args.index('-m') + 2 :])
   gin_files = [a.split('=', 1)[1] for a in flags if a.startswith('--gin_file=')]
   bindings = [a.split('=', 1)[1] for a in flags if a.startswith('--gin_bindings=')]
-  options = dict(a[2:].split('=', 1) for a in flags
-                 if not a.startswith(('--gin_file=', '--gin_bindings=')))
+  options = dict(
+    a[2:].split('=', 1) for a in flags if not a.startswith(('--gin_file=', '--gin_bindings='))
+  )
   gin.clear_config()
   try:
     if module == 'pause_lm.convert' and 'from_hf' in options:
@@ -84,8 +85,11 @@ def test_walkthrough(tmp_path, monkeypatch):
   (tmp_path / 'corpus').mkdir()
   for i in range(4):
     (tmp_path / 'corpus' / f'notes_{i}.txt').write_text(
-        ' '.join(f'Note {i}.{k}: the model thinks before it speaks, 1234 + {k} = '
-                 f'{1234 + k}.' for k in range(12)))
+      ' '.join(
+        f'Note {i}.{k}: the model thinks before it speaks, 1234 + {k} = {1234 + k}.'
+        for k in range(12)
+      )
+    )
   (tmp_path / 'walkthrough_tasks.py').write_text(_blocks('python')[1])
   (tmp_path / 'walkthrough.gin').write_text(_blocks('gin')[0])
   monkeypatch.chdir(tmp_path)
@@ -94,8 +98,8 @@ def test_walkthrough(tmp_path, monkeypatch):
 
   commands = _commands()
   assert [c.split()[2] for c in commands] == (
-      ['pause_lm.convert'] + ['pause_lm.train'] * 2 + ['pause_lm.evaluate'] * 3 +
-      ['pause_lm.convert'])
+    ['pause_lm.convert'] + ['pause_lm.train'] * 2 + ['pause_lm.evaluate'] * 3 + ['pause_lm.convert']
+  )
 
   # 1. Convert: an INIT_CHECKPOINT with the <pause> row at id 400 of 512 rows.
   config = _run(commands[0])
@@ -111,8 +115,9 @@ def test_walkthrough(tmp_path, monkeypatch):
   assert 0.05 <= history[3]['pause_share'] <= 0.15  # Algorithm 1's 10% of the inputs
   pretrained = _load('runs/pausept', config)
   # It started from the HF weights: three small Adam steps away, not a fresh initialisation.
-  moved = np.abs(np.asarray(pretrained['token_embed']['embedding'])[:PAUSE_ID] -
-                 table[:PAUSE_ID]).max()
+  moved = np.abs(
+    np.asarray(pretrained['token_embed']['embedding'])[:PAUSE_ID] - table[:PAUSE_ID]
+  ).max()
   assert 0 < moved < 0.02
 
   # 4. Pause-finetune; 5. evaluate at M = 0, 5, 10.
@@ -129,11 +134,11 @@ def test_walkthrough(tmp_path, monkeypatch):
   finetuned = _load('runs/pauseft', config)
   exported_config, exported = hf.from_pretrained('hf_export')
   assert exported_config == config
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, np.asarray(b)), exported,
-               finetuned)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, np.asarray(b)), exported, finetuned)
   hf_config = json.loads((tmp_path / 'hf_export' / 'config.json').read_text())
   assert hf_config['pause_token_id'] == PAUSE_ID and hf_config['eos_token_id'] == 1
   import tokenizers
+
   tokenizer = tokenizers.Tokenizer.from_file('hf_export/tokenizer.json')
   assert tokenizer.encode('sum of 3 and 4 is<pause><pause>').ids[-2:] == [PAUSE_ID] * 2
   assert checkpointing.resolve_checkpoint('runs/pauseft').name == '3'

@@ -8,35 +8,36 @@ import signal
 import subprocess
 import sys
 
-from small_model import SMALL
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-def train_command(model_dir, *bindings):
-  return [sys.executable, '-m', 'pause_lm.train',
-          '--gin_file=gin/quickstart.gin', f"--gin.MODEL_DIR='{model_dir}'",
-          *(f'--gin_bindings={b}' for b in (*SMALL, *bindings))]
-
-
-def test_a_second_run_on_one_model_dir_stops_at_once_and_names_the_first(tmp_path):
+def test_a_second_run_on_one_model_dir_stops_at_once_and_names_the_first(tmp_path, train_command):
   model_dir = tmp_path / 'run'
   first = subprocess.Popen(
-      train_command(model_dir, 'TRAIN_STEPS = 100000',
-                    'CheckpointConfig.save_every_steps = 2'),
-      cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    train_command(model_dir, 'TRAIN_STEPS = 100000', 'CheckpointConfig.save_every_steps = 2'),
+    cwd=REPO,
+    stderr=subprocess.PIPE,
+    stdout=subprocess.DEVNULL,
+    text=True,
+  )
   try:
     for line in first.stderr:
       if re.search(r'step +4/100000 .*loss', line):
         break
     config = (model_dir / 'config.gin').read_text()
     second = subprocess.run(
-        train_command(model_dir, 'TRAIN_STEPS = 3', 'BATCH_SIZE = 16'),
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+      train_command(model_dir, 'TRAIN_STEPS = 3', 'BATCH_SIZE = 16'),
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
     assert second.returncode == 1
     last = second.stderr.strip().splitlines()
-    assert any(f'in use by another run: pid {first.pid} on host' in l
-               for l in last[-4:]), second.stderr[-3000:]
+    assert any(f'in use by another run: pid {first.pid} on host' in line for line in last[-4:]), (
+      second.stderr[-3000:]
+    )
     assert 'Traceback' not in second.stderr
     # The second run touched nothing: the first one's files are as they were.
     assert (model_dir / 'config.gin').read_text() == config
@@ -50,13 +51,18 @@ def test_a_second_run_on_one_model_dir_stops_at_once_and_names_the_first(tmp_pat
   assert not (model_dir / 'run.lock').exists()  # Released on exit.
 
 
-def test_a_failed_background_save_stops_training_with_the_cause_last(tmp_path):
+def test_a_failed_background_save_stops_training_with_the_cause_last(tmp_path, train_command):
   model_dir = tmp_path / 'run'
   result = subprocess.run(
-      train_command(model_dir, 'import save_fault', 'TRAIN_STEPS = 1000',
-                    'CheckpointConfig.save_every_steps = 1'),
-      cwd=REPO, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, PYTHONPATH=str(REPO / 'tests')))
+    train_command(
+      model_dir, 'import save_fault', 'TRAIN_STEPS = 1000', 'CheckpointConfig.save_every_steps = 1'
+    ),
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, PYTHONPATH=str(REPO / 'tests')),
+  )
   assert result.returncode == 1
   tail = '\n'.join(result.stderr.strip().splitlines()[-4:])
   assert 'CheckpointSaveError: Writing a checkpoint to' in tail, tail
@@ -69,9 +75,19 @@ def test_a_failed_background_save_stops_training_with_the_cause_last(tmp_path):
 
 def test_a_mistyped_macro_fails_before_training():
   result = subprocess.run(
-      [sys.executable, '-m', 'pause_lm.train', '--gin_file=gin/quickstart.gin',
-       "--gin.MODEL_DIR='/nonexistent/never'", '--gin.TRAIN_STEP=10'],
-      cwd=REPO, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      '-m',
+      'pause_lm.train',
+      '--gin_file=gin/quickstart.gin',
+      "--gin.MODEL_DIR='/nonexistent/never'",
+      '--gin.TRAIN_STEP=10',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode != 0
   assert 'TRAIN_STEP: Did you mean TRAIN_STEPS?' in result.stderr
   assert 'Traceback' not in result.stderr

@@ -43,21 +43,30 @@ print('RESULT', json.dumps({'one': one, 'eight': eight}))
 # The Llama family with one key/value head (multi-query): its kv_heads axis stays replicated
 # while query heads, MLP and vocabulary split over tensor=2.
 _LLAMA_BINDINGS = [
-    'ModelConfig.num_kv_heads = 1', "ModelConfig.norm = 'rms_norm'",
-    "ModelConfig.position_embedding = 'rope'", "ModelConfig.mlp_activation = 'swiglu'",
-    'ModelConfig.qkv_bias = False', 'ModelConfig.dense_bias = False',
-    'ModelConfig.tie_embeddings = True']
+  'ModelConfig.num_kv_heads = 1',
+  "ModelConfig.norm = 'rms_norm'",
+  "ModelConfig.position_embedding = 'rope'",
+  "ModelConfig.mlp_activation = 'swiglu'",
+  'ModelConfig.qkv_bias = False',
+  'ModelConfig.dense_bias = False',
+  'ModelConfig.tie_embeddings = True',
+]
 
 
 @pytest.mark.parametrize('bindings', [[], _LLAMA_BINDINGS], ids=['gpt2', 'llama'])
 def test_eight_devices_give_the_losses_of_one(tmp_path, bindings):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
   result = subprocess.run(
-      [sys.executable, '-c', _EIGHT_DEVICE_SCRIPT, str(tmp_path), json.dumps(bindings)], cwd=REPO,
-      env=env, capture_output=True, text=True, timeout=400)
+    [sys.executable, '-c', _EIGHT_DEVICE_SCRIPT, str(tmp_path), json.dumps(bindings)],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=400,
+  )
   assert result.returncode == 0, result.stderr[-5000:]
-  line = next(l for l in result.stdout.splitlines() if l.startswith('RESULT'))
-  out = json.loads(line[len('RESULT'):])
+  line = next(x for x in result.stdout.splitlines() if x.startswith('RESULT'))
+  out = json.loads(line[len('RESULT') :])
   (one_losses, one_spec), (eight_losses, eight_spec) = out['one'], out['eight']
   assert len(one_losses) == 4
   assert one_losses == pytest.approx(eight_losses, abs=1e-5)
@@ -68,8 +77,7 @@ def test_eight_devices_give_the_losses_of_one(tmp_path, bindings):
 
 def test_create_mesh_fills_in_the_rest():
   mesh = sharding.create_mesh(data=-1, fsdp=1, tensor=1)
-  assert dict(mesh.shape) == {'data': jax.device_count(), 'fsdp': 1,
-                              'tensor': 1}
+  assert dict(mesh.shape) == {'data': jax.device_count(), 'fsdp': 1, 'tensor': 1}
 
 
 def test_create_mesh_rejects_impossible_sizes():
@@ -86,9 +94,21 @@ def test_batch_size_must_split_over_batch_shards():
     sharding.check_batch_size(9, mesh, num_microbatches=2)
 
 
-def test_default_rules_shard_params_and_keep_activation_embed_whole():
+@pytest.mark.parametrize('order', ['as_written', 'reversed'])
+def test_default_rules_shard_params_and_keep_activation_embed_whole(order):
   rules = sharding.logical_axis_rules()
+  if order == 'reversed':  # Separate activation names: the rules' order does not matter.
+    rules = rules[::-1]
   to_mesh = lambda names: tuple(nn.logical_to_mesh_axes(names, rules))
   assert to_mesh(('embed', 'mlp')) == ('fsdp', 'tensor')
   assert to_mesh(('vocab', 'embed')) == ('tensor', 'fsdp')
-  assert to_mesh(('batch', 'length', 'embed')) == (('data', 'fsdp'), None, None)
+  assert to_mesh(('activation_batch', 'activation_length', 'activation_embed')) == (
+    ('data', 'fsdp'),
+    None,
+    None,
+  )
+  assert to_mesh(('activation_batch', 'activation_length', 'activation_mlp')) == (
+    ('data', 'fsdp'),
+    None,
+    'tensor',
+  )

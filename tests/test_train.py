@@ -14,23 +14,24 @@ import sys
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 import tensorflow as tf
-from small_model import SMALL
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-def train_command(model_dir, *bindings):
-  return [sys.executable, '-m', 'pause_lm.train',
-          '--gin_file=gin/quickstart.gin', f"--gin.MODEL_DIR='{model_dir}'",
-          *(f'--gin_bindings={b}' for b in (*SMALL, *bindings))]
+@pytest.fixture
+def run_train(train_command):
+  """`run_train(model_dir, *bindings)`: trains in a subprocess; returns the finished process."""
 
+  def run(model_dir, *bindings):
+    result = subprocess.run(
+      train_command(model_dir, *bindings), cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    return result
 
-def run_train(model_dir, *bindings):
-  result = subprocess.run(train_command(model_dir, *bindings), cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-5000:]
-  return result
+  return run
 
 
 def read_scalars(model_dir, tag='loss'):
@@ -49,11 +50,10 @@ def restore_state(model_dir, step):
   return ocp.PyTreeCheckpointer().restore(path)
 
 
-def test_resume_sees_the_same_batches_and_ends_identical(tmp_path):
+def test_resume_sees_the_same_batches_and_ends_identical(tmp_path, run_train):
   # The schedule's length is fixed, so stopping at 3 and going on to 6 is the
   # same run as going to 6 at once.
-  common = ('learning_rate_schedule.total_steps = 6',
-            'CheckpointConfig.save_every_steps = 100')
+  common = ('learning_rate_schedule.total_steps = 6', 'CheckpointConfig.save_every_steps = 100')
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   run_train(straight, 'TRAIN_STEPS = 6', *common)
   run_train(resumed, 'TRAIN_STEPS = 3', *common)
@@ -64,20 +64,22 @@ def test_resume_sees_the_same_batches_and_ends_identical(tmp_path):
   assert read_scalars(resumed) == straight_losses
   a, b = restore_state(straight, 6), restore_state(resumed, 6)
   assert jax.tree.structure(a) == jax.tree.structure(b)
-  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0],
-                          jax.tree.leaves(b)):
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
   # The operative config is written and names the settings used.
   config = (resumed / 'config.gin').read_text()
   assert 'TRAIN_STEPS = 6' in config and 'train.train_steps = %TRAIN_STEPS' in config
 
 
-def test_sigterm_saves_a_restorable_checkpoint_and_exits_cleanly(tmp_path):
+def test_sigterm_saves_a_restorable_checkpoint_and_exits_cleanly(tmp_path, train_command):
   model_dir = tmp_path / 'run'
   process = subprocess.Popen(
-      train_command(model_dir, 'TRAIN_STEPS = 100000',
-                    'CheckpointConfig.save_every_steps = 100000'),
-      cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    train_command(model_dir, 'TRAIN_STEPS = 100000', 'CheckpointConfig.save_every_steps = 100000'),
+    cwd=REPO,
+    stderr=subprocess.PIPE,
+    stdout=subprocess.DEVNULL,
+    text=True,
+  )
   try:
     for line in process.stderr:
       if re.search(r'step +3/100000 .*loss', line):
@@ -88,8 +90,7 @@ def test_sigterm_saves_a_restorable_checkpoint_and_exits_cleanly(tmp_path):
     if process.poll() is None:
       process.kill()
   assert process.returncode == 0, stderr[-5000:]
-  steps = [int(p.name) for p in (model_dir / 'checkpoints').iterdir()
-           if p.name.isdigit()]
+  steps = [int(p.name) for p in (model_dir / 'checkpoints').iterdir() if p.name.isdigit()]
   assert len(steps) == 1 and steps[0] >= 3
   state = restore_state(model_dir, steps[0])
   assert int(state['step']) == steps[0]
@@ -98,8 +99,12 @@ def test_sigterm_saves_a_restorable_checkpoint_and_exits_cleanly(tmp_path):
 
 def test_missing_required_setting_names_the_flag():
   result = subprocess.run(
-      [sys.executable, '-m', 'pause_lm.train', '--gin_file=gin/quickstart.gin'],
-      cwd=REPO, capture_output=True, text=True, timeout=120)
+    [sys.executable, '-m', 'pause_lm.train', '--gin_file=gin/quickstart.gin'],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode != 0
   assert 'MODEL_DIR: set it with --gin.MODEL_DIR=...' in result.stderr
   assert 'Traceback' not in result.stderr

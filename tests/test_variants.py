@@ -7,15 +7,18 @@ from pause_lm import variants
 Variant = variants.Variant
 
 CASES = [  # (variant, task name of base 'my_task', folder name, report label)
-    (Variant('std'), 'my_task_std', 'stdft', 'StdFT'),
-    (Variant('pause', 10), 'my_task_pause10', 'pauseft10', 'PauseFT'),
-    (Variant('pause', 5, 'prepend'), 'my_task_pause5_prepend', 'pauseft5_prepend', 'PauseFT'),
-    (Variant('filler', 50), 'my_task_filler50', 'fillerft50', 'FillerFT'),
-    (Variant('pause', 0, max_pauses=10), 'my_task_pause0to10', 'pauseft0to10',
-     'PauseFT(0..10)'),
-    (Variant('pause', 2, 'prepend', 8), 'my_task_pause2to8_prepend', 'pauseft2to8_prepend',
-     'PauseFT(2..8)'),
-    (Variant('filler', 1, max_pauses=3), 'my_task_filler1to3', 'fillerft1to3', 'FillerFT(1..3)'),
+  (Variant('std'), 'my_task_std', 'stdft', 'StdFT'),
+  (Variant('pause', 10), 'my_task_pause10', 'pauseft10', 'PauseFT'),
+  (Variant('pause', 5, 'prepend'), 'my_task_pause5_prepend', 'pauseft5_prepend', 'PauseFT'),
+  (Variant('filler', 50), 'my_task_filler50', 'fillerft50', 'FillerFT'),
+  (Variant('pause', 0, max_pauses=10), 'my_task_pause0to10', 'pauseft0to10', 'PauseFT(0..10)'),
+  (
+    Variant('pause', 2, 'prepend', 8),
+    'my_task_pause2to8_prepend',
+    'pauseft2to8_prepend',
+    'PauseFT(2..8)',
+  ),
+  (Variant('filler', 1, max_pauses=3), 'my_task_filler1to3', 'fillerft1to3', 'FillerFT(1..3)'),
 ]
 
 
@@ -53,23 +56,27 @@ def test_other_names_and_bad_ranges():
 
 
 def test_random_m_tasks_are_evaluated_at_one_fixed_m():
-  from pause_lm import evaluation  # pylint: disable=g-import-not-at-top
+  from pause_lm import data  # pylint: disable=g-import-not-at-top
+
   # Unset M_inf: the range's largest M; set: that M, same placement and filler.
-  assert evaluation.inference_task('synthetic_qa_pause0to10') == 'synthetic_qa_pause10'
-  assert evaluation.inference_task('synthetic_qa_pause0to10', 0) == 'synthetic_qa_std'
-  assert (evaluation.inference_task('synthetic_qa_pause2to6_prepend', 3) ==
-          'synthetic_qa_pause3_prepend')
-  assert evaluation.inference_task('synthetic_qa_filler1to4', 2) == 'synthetic_qa_filler2'
-  assert (evaluation.inference_task('synthetic_choice_pause0to4_eval') ==
-          'synthetic_choice_pause4_eval')
+  assert data.inference_task('synthetic_qa_pause0to10') == 'synthetic_qa_pause10'
+  assert data.inference_task('synthetic_qa_pause0to10', 0) == 'synthetic_qa_std'
+  assert data.inference_task('synthetic_qa_pause2to6_prepend', 3) == 'synthetic_qa_pause3_prepend'
+  assert data.inference_task('synthetic_qa_filler1to4', 2) == 'synthetic_qa_filler2'
+  assert data.inference_task('synthetic_choice_pause0to4_eval') == 'synthetic_choice_pause4_eval'
 
 
 def test_finetune_task_registers_a_random_m_variant():
   import seqio  # pylint: disable=g-import-not-at-top
   from pause_lm.tasks import downstream  # pylint: disable=g-import-not-at-top
-  name = downstream.finetune_task('synthetic_first', num_pauses=1, placement='prepend',
-                                  max_pauses=4)
+
+  name = downstream.finetune_task(
+    'synthetic_first', num_pauses=1, placement='prepend', max_pauses=4
+  )
   assert name == 'synthetic_first_pause1to4_prepend' and name in seqio.TaskRegistry.names()
-  steps = [p.keywords for p in seqio.get_mixture_or_task(name).preprocessors
-           if getattr(p, 'keywords', None)]
+  steps = [
+    p.keywords
+    for p in seqio.get_mixture_or_task(name).preprocessors
+    if getattr(p, 'keywords', None)
+  ]
   assert {'num_pauses': 1, 'placement': 'prepend', 'filler': None, 'max_pauses': 4} in steps

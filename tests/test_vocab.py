@@ -3,7 +3,6 @@
 import seqio
 import tensorflow as tf
 
-from pause_lm import synthetic
 from pause_lm import vocab as vocab_lib
 
 
@@ -11,17 +10,17 @@ def test_pause_id_is_base_size_and_never_encoded():
   v = vocab_lib.PauseVocabulary(seqio.ByteVocabulary())
   assert v.pause_id == seqio.ByteVocabulary().vocab_size
   assert v.vocab_size == v.pause_id + 1
-  text = "<pause> every byte \x00\xff and the word <pause>"
+  text = '<pause> every byte \x00\xff and the word <pause>'
   assert v.pause_id not in v.encode(text)
   assert v.pause_id not in v.encode_tf(tf.constant(text)).numpy().tolist()
 
 
 def test_decode_shows_or_drops_pauses():
   base = seqio.ByteVocabulary()
-  ids = base.encode("ab") + [base.vocab_size] * 2 + base.encode("c")
-  assert vocab_lib.PauseVocabulary(base).decode(ids) == "ab <pause> <pause> c"
-  assert vocab_lib.PauseVocabulary(base, keep_pauses_in_decode=False).decode(ids) == "ab c"
-  assert vocab_lib.PauseVocabulary(base).decode_tf(tf.constant(ids)).numpy() == b"abc"
+  ids = base.encode('ab') + [base.vocab_size] * 2 + base.encode('c')
+  assert vocab_lib.PauseVocabulary(base).decode(ids) == 'ab <pause> <pause> c'
+  assert vocab_lib.PauseVocabulary(base, keep_pauses_in_decode=False).decode(ids) == 'ab c'
+  assert vocab_lib.PauseVocabulary(base).decode_tf(tf.constant(ids)).numpy() == b'abc'
 
 
 def test_embedding_rows_pad_to_multiple_of_128():
@@ -30,22 +29,10 @@ def test_embedding_rows_pad_to_multiple_of_128():
   assert vocab_lib.num_embeddings(v, multiple=1) == v.vocab_size
 
 
-def test_synthetic_sentencepiece_is_deterministic(tmp_path, monkeypatch):
-  paths = []
-  for run in ("a", "b"):
-    monkeypatch.setenv("PAUSE_LM_CACHE", str(tmp_path / run))
-    paths.append(synthetic.sentencepiece_model_path())
-  first, second = (open(p, "rb").read() for p in paths)
-  assert first == second
-  v = vocab_lib.PauseVocabulary(seqio.SentencePieceVocabulary(paths[0]))
-  doc = synthetic.document("train", 3)
-  assert v.decode(v.encode(doc)) == " ".join(doc.split())
-
-
 def test_c4_vocabulary_path_is_configurable_and_lazy():
-  v = vocab_lib.c4_vocabulary(spm_path="/nonexistent/c4.model", extra_ids=100)
+  v = vocab_lib.c4_vocabulary(spm_path='/nonexistent/c4.model', extra_ids=100)
   assert isinstance(v.base, seqio.SentencePieceVocabulary)
-  assert v.base.sentencepiece_model_file == "/nonexistent/c4.model"
+  assert v.base.sentencepiece_model_file == '/nonexistent/c4.model'
 
 
 def test_rejects_double_wrapping():
@@ -53,6 +40,6 @@ def test_rejects_double_wrapping():
   try:
     vocab_lib.PauseVocabulary(v)
   except ValueError as e:
-    assert "base vocabulary" in str(e)
+    assert 'base vocabulary' in str(e)
   else:
-    raise AssertionError("double wrapping was accepted")
+    raise AssertionError('double wrapping was accepted')

@@ -1,4 +1,4 @@
-'''Writes the tiny Hugging Face reference checkpoints that tests/test_hf.py compares against.
+"""Writes the tiny Hugging Face reference checkpoints that tests/test_hf.py compares against.
 
 Run by hand, from the repository root, with a Python that has torch and transformers installed
 (never in CI; the outputs are committed):
@@ -18,7 +18,7 @@ and writes `<family>/reference.npz`:
 
 The weights are drawn with a large initializer_range so that logits are well separated and
 greedy choices do not hinge on float rounding.
-'''
+"""
 
 import os
 
@@ -30,41 +30,82 @@ OUT = os.path.dirname(os.path.abspath(__file__))
 STEPS = 8
 PROMPT_LENGTHS = (5, 2, 7)
 
-ROPE_LLAMA3 = {'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0,
-               'high_freq_factor': 4.0, 'original_max_position_embeddings': 16}
+ROPE_LLAMA3 = {
+  'rope_type': 'llama3',
+  'factor': 8.0,
+  'low_freq_factor': 1.0,
+  'high_freq_factor': 4.0,
+  'original_max_position_embeddings': 16,
+}
 
 CONFIGS = {
-    'gpt2': transformers.GPT2Config(
-        vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-        initializer_range=0.4),  # at 0.2 its greedy output repeats one token
-    'llama': transformers.LlamaConfig(
-        vocab_size=120, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-        rope_theta=500000.0, rope_scaling=ROPE_LLAMA3, rms_norm_eps=1e-5,
-        tie_word_embeddings=False, initializer_range=0.2),
-    'qwen2': transformers.Qwen2Config(
-        vocab_size=90, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
-        initializer_range=0.2),
-    'mistral': transformers.MistralConfig(
-        vocab_size=80, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=64,
-        sliding_window=None, rope_theta=10000.0, rms_norm_eps=1e-5,
-        tie_word_embeddings=False, initializer_range=0.2),
-    # SmolLM-shaped (Llama, tied embeddings) over the 400 ids of tests/testdata/hf/tokenizer:
-    # the checkpoint docs/pretrained.md's walkthrough test converts, trains and exports.
-    'smollm': transformers.LlamaConfig(
-        vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=0,
-        eos_token_id=1, initializer_range=0.2),
+  'gpt2': transformers.GPT2Config(
+    vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=4, initializer_range=0.4
+  ),  # at 0.2 its greedy output repeats one token
+  'llama': transformers.LlamaConfig(
+    vocab_size=120,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    rope_theta=500000.0,
+    rope_scaling=ROPE_LLAMA3,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+    initializer_range=0.2,
+  ),
+  'qwen2': transformers.Qwen2Config(
+    vocab_size=90,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+    initializer_range=0.2,
+  ),
+  'mistral': transformers.MistralConfig(
+    vocab_size=80,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=1,
+    max_position_embeddings=64,
+    sliding_window=None,
+    rope_theta=10000.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+    initializer_range=0.2,
+  ),
+  # SmolLM-shaped (Llama, tied embeddings) over the 400 ids of tests/testdata/hf/tokenizer:
+  # the checkpoint docs/pretrained.md's walkthrough test converts, trains and exports.
+  'smollm': transformers.LlamaConfig(
+    vocab_size=400,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    rope_theta=10000.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+    bos_token_id=0,
+    eos_token_id=1,
+    initializer_range=0.2,
+  ),
 }
 SHARDED = {'llama'}
 
 
 def _randomize_biases(model):
-  '''from_config zeroes biases; random ones make the bias mapping observable in the logits.'''
+  """from_config zeroes biases; random ones make the bias mapping observable in the logits."""
   with torch.no_grad():
     for name, param in model.named_parameters():
       if name.endswith('bias') or 'norm' in name or name.split('.')[-2].startswith('ln_'):
@@ -97,11 +138,16 @@ def main():
       with torch.no_grad():
         # An explicit mask: generate() would otherwise take the leading 0 (= pad_token_id) for
         # padding and hide it.
-        out = model.generate(inputs, attention_mask=torch.ones_like(inputs),
-                             max_new_tokens=STEPS, min_new_tokens=STEPS,
-                             do_sample=False, num_beams=1)
+        out = model.generate(
+          inputs,
+          attention_mask=torch.ones_like(inputs),
+          max_new_tokens=STEPS,
+          min_new_tokens=STEPS,
+          do_sample=False,
+          num_beams=1,
+        )
       arrays[f'prompt_{i}'] = prompt
-      arrays[f'greedy_{i}'] = out[0, inputs.shape[1]:].numpy().astype(np.int32)
+      arrays[f'greedy_{i}'] = out[0, inputs.shape[1] :].numpy().astype(np.int32)
     np.savez(os.path.join(directory, 'reference.npz'), **arrays)
     print(family, sorted(os.listdir(directory)))
 

@@ -25,24 +25,24 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tokenizer')
 VOCAB_SIZE = 400
 SPECIAL = ['<s>', '</s>', '<pad>']
 CORPUS = [
-    'The model thinks before it speaks: a pause token delays the answer.',
-    'Pause tokens give the decoder extra computation before the next word.',
-    'Language models are trained to predict the next token of a document.',
-    'Numbers like 1234, 56.78 and 9e10 are split into pieces.',
-    'Il était une fois un modèle qui réfléchissait avant de répondre.',
-    'def add(a, b):\n    return a + b\n',
-    'Questions and answers: what is 7 times 6? It is 42.',
+  'The model thinks before it speaks: a pause token delays the answer.',
+  'Pause tokens give the decoder extra computation before the next word.',
+  'Language models are trained to predict the next token of a document.',
+  'Numbers like 1234, 56.78 and 9e10 are split into pieces.',
+  'Il était une fois un modèle qui réfléchissait avant de répondre.',
+  'def add(a, b):\n    return a + b\n',
+  'Questions and answers: what is 7 times 6? It is 42.',
 ] * 20
 STRINGS = [
-    'The model thinks before it speaks.',
-    'pause tokens, pause tokens!',
-    '  leading spaces and trailing ones  ',
-    'line one\nline two\n\ttabbed',
-    'Réfléchir avant de répondre: déjà vu.',
-    'emoji 🙂 and 漢字 are bytes here',
-    'unseen words: xylophone quizzically',
-    '12345 + 678 = 13023',
-    '',
+  'The model thinks before it speaks.',
+  'pause tokens, pause tokens!',
+  '  leading spaces and trailing ones  ',
+  'line one\nline two\n\ttabbed',
+  'Réfléchir avant de répondre: déjà vu.',
+  'emoji 🙂 and 漢字 are bytes here',
+  'unseen words: xylophone quizzically',
+  '12345 + 678 = 13023',
+  '',
 ]
 
 
@@ -50,27 +50,37 @@ def main():
   tokenizer = tokenizers.Tokenizer(models.BPE())
   tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tokenizer.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIAL,
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  trainer = trainers.BpeTrainer(
+    vocab_size=VOCAB_SIZE,
+    special_tokens=SPECIAL,
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+  )
   tokenizer.train_from_iterator(CORPUS, trainer=trainer)
   tokenizer.post_processor = processors.TemplateProcessing(
-      single='<s> $A', pair='<s> $A <s> $B', special_tokens=[('<s>', 0)])
+    single='<s> $A', pair='<s> $A <s> $B', special_tokens=[('<s>', 0)]
+  )
   fast = transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tokenizer, bos_token='<s>', eos_token='</s>', pad_token='<pad>')
+    tokenizer_object=tokenizer, bos_token='<s>', eos_token='</s>', pad_token='<pad>'
+  )
   os.makedirs(OUT, exist_ok=True)
   fast.save_pretrained(OUT)
 
   auto = transformers.AutoTokenizer.from_pretrained(OUT)
   reference = {
-      'transformers_version': transformers.__version__,
-      'vocab_size': len(auto),
-      'eos_id': auto.eos_token_id, 'bos_id': auto.bos_token_id, 'pad_id': auto.pad_token_id,
-      'encodings': [
-          {'text': text,
-           'ids': auto(text, add_special_tokens=False)['input_ids'],
-           'ids_with_special_tokens': auto(text)['input_ids'],
-           'decoded': auto.decode(auto(text)['input_ids'], skip_special_tokens=True)}
-          for text in STRINGS],
+    'transformers_version': transformers.__version__,
+    'vocab_size': len(auto),
+    'eos_id': auto.eos_token_id,
+    'bos_id': auto.bos_token_id,
+    'pad_id': auto.pad_token_id,
+    'encodings': [
+      {
+        'text': text,
+        'ids': auto(text, add_special_tokens=False)['input_ids'],
+        'ids_with_special_tokens': auto(text)['input_ids'],
+        'decoded': auto.decode(auto(text)['input_ids'], skip_special_tokens=True),
+      }
+      for text in STRINGS
+    ],
   }
   with open(os.path.join(OUT, 'encodings.json'), 'w') as f:
     json.dump(reference, f, indent=1, ensure_ascii=False)

@@ -10,5 +10,6 @@ def test_one_distribution_per_import_package():
 def test_t5_metrics_and_preprocessors_import():
   from t5.data import preprocessors  # pylint: disable=g-import-not-at-top
   from t5.evaluation import metrics  # pylint: disable=g-import-not-at-top
-  assert metrics.squad([["the cat"]], ["a cat"])["em"] == 100.0
+
+  assert metrics.squad([['the cat']], ['a cat'])['em'] == 100.0
   assert callable(preprocessors.reduce_concat_tokens)
