@@ -26,6 +26,14 @@ SMALL_RUN = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_gin_left_behind():
+  """Clears gin after every test: a binding left behind (say, cuDNN attention from the
+  accelerator check's CPU run) would reach every later `ModelConfig()` in the same worker."""
+  yield
+  gin.clear_config()
+
+
 @pytest.fixture
 def in_repo_root(monkeypatch):
   """Runs the test from the repository root, where gin files include each other; clears gin."""
