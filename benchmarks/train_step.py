@@ -10,8 +10,11 @@ Prints, per model, tokens/s and model FLOP/s (the trainer's step, with the
 model's training FLOPs per token) and that rate as a fraction of a large
 matmul in the model's compute dtype measured in the same process: an MFU whose
 peak is what XLA actually reaches on this machine, so CPU and accelerator
-numbers compare. With --peak_tflops (the chip's datasheet rate) the usual MFU
-is printed too.
+numbers compare. Each timed step is followed by --matmul_repeats reference
+matmuls, and the fraction is the median over these rounds of step rate over
+matmul rate, so a busy spell on a shared machine slows both sides of a ratio
+instead of only one. With --peak_tflops (the chip's datasheet rate) the usual
+MFU is printed too.
 Inputs are random tokens, so the input pipeline is not measured.
 
 Defaults are the fastest found on a 2-core CPU: batch 8 x 256 (same tokens
@@ -20,7 +23,8 @@ as 4 x 512 with half the attention work), float32, no remat. XLA_FLAGS
 slower.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+import statistics
 import time
 from typing import Any, NamedTuple
 
@@ -40,10 +44,15 @@ from pause_lm import train_state
 _MODELS = flags.DEFINE_list(
   'models', ['tiny', '130m'], 'Model gin files (gin/models/NAME.gin) to time.'
 )
-_STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per model.')
+_STEPS = flags.DEFINE_integer(
+  'steps', 3, 'Timed steps per model, each followed by the reference matmuls.'
+)
 _BATCH = flags.DEFINE_integer('batch_size', 8, 'Sequences per step.')
 _LENGTH = flags.DEFINE_integer('sequence_length', 256, 'Tokens per sequence.')
 _MATMUL = flags.DEFINE_integer('matmul_size', 2048, 'n of the n x n x n reference matmul.')
+_MATMUL_REPEATS = flags.DEFINE_integer(
+  'matmul_repeats', 10, 'Reference matmuls timed together after each step.'
+)
 _DTYPE = flags.DEFINE_enum(
   'dtype',
   'float32',
@@ -63,20 +72,6 @@ _PEAK_TFLOPS = flags.DEFINE_float(
 
 # The paper's 130M/1B vocabulary: 32,296 tokenizer ids + 1 pause, padded.
 NUM_EMBEDDINGS = 32384
-
-
-def matmul_flops_per_sec(n: int, repeats: int = 5, dtype: str = 'float32') -> float:
-  """Best-of-`repeats` rate of one jitted n x n x n matmul in `dtype`."""
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-  dot = jax.jit(jnp.dot)
-  dot(a, b).block_until_ready()
-  best = float('inf')
-  for _ in range(repeats):
-    start = time.perf_counter()
-    dot(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * n**3 / best
 
 
 class StepSetup(NamedTuple):
@@ -142,6 +137,29 @@ def make_step(
   return StepSetup(config, step, state, batch, mesh)
 
 
+def matmul_round(n: int, repeats: int, dtype: str = 'float32') -> Callable[[], float]:
+  """A function timing `repeats` back-to-back n x n x n matmuls; returns their FLOP/s."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  dot = jax.jit(jnp.dot)
+  dot(a, b).block_until_ready()
+
+  def run() -> float:
+    start = time.perf_counter()
+    for _ in range(repeats):
+      out = dot(a, b)
+    out.block_until_ready()
+    return repeats * 2 * n**3 / (time.perf_counter() - start)
+
+  return run
+
+
+def matmul_flops_per_sec(n: int, repeats: int = 5, dtype: str = 'float32') -> float:
+  """Best-of-`repeats` rate of one jitted n x n x n matmul in `dtype`."""
+  run = matmul_round(n, 1, dtype)
+  return max(run() for _ in range(repeats))
+
+
 def time_train_step(
   model_name: str,
   batch_size: int,
@@ -149,50 +167,62 @@ def time_train_step(
   steps: int,
   dtype: str = 'float32',
   remat_policy: str = 'none',
-) -> dict[str, float]:
-  """Seconds per step of the trainer's jitted step for one model file."""
+  matmul_size: int = 2048,
+  matmul_repeats: int = 10,
+) -> dict[str, Any]:
+  """The trainer's jitted step for one model file, each timed step followed by the matmuls."""
   setup = make_step(model_name, batch_size, sequence_length, dtype, remat_policy)
+  matmul = matmul_round(matmul_size, matmul_repeats, dtype)
   state, step, batch = setup.state, setup.step, setup.batch
+  tokens_per_step = batch_size * sequence_length
+  flops_per_step = setup.config.flops_per_token(sequence_length) * tokens_per_step
+  seconds, fractions, matmul_rates = [], [], []
   with jax.set_mesh(setup.mesh):
     state, metrics = step(state, batch)  # Compile.
     jax.block_until_ready(metrics)
-    start = time.perf_counter()
     for _ in range(steps):
+      start = time.perf_counter()
       state, metrics = step(state, batch)
-    jax.block_until_ready(metrics)
-  seconds = (time.perf_counter() - start) / steps
-  tokens_per_step = batch_size * sequence_length
+      jax.block_until_ready(metrics)
+      seconds.append(time.perf_counter() - start)
+      matmul_rates.append(matmul())
+      fractions.append(flops_per_step / seconds[-1] / matmul_rates[-1])
+  median = statistics.median(seconds)
   return {
     'params': sum(x.size for x in jax.tree.leaves(state['params'])),
-    'seconds_per_step': seconds,
-    'tokens_per_sec': tokens_per_step / seconds,
-    'model_flops_per_sec': setup.config.flops_per_token(sequence_length)
-    * tokens_per_step
-    / seconds,
+    'seconds_per_step': median,
+    'tokens_per_sec': tokens_per_step / median,
+    'model_flops_per_sec': flops_per_step / median,
+    'matmul_flops_per_sec': statistics.median(matmul_rates),
+    'fraction_of_matmul': statistics.median(fractions),
+    'fraction_range': (min(fractions), max(fractions)),
   }
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   print(f'devices: {jax.device_count()} x {jax.devices()[0].device_kind}')
-  results = {
-    name: time_train_step(
-      name, _BATCH.value, _LENGTH.value, _STEPS.value, _DTYPE.value, _REMAT.value
+  for name in _MODELS.value:
+    result = time_train_step(
+      name,
+      _BATCH.value,
+      _LENGTH.value,
+      _STEPS.value,
+      _DTYPE.value,
+      _REMAT.value,
+      _MATMUL.value,
+      _MATMUL_REPEATS.value,
     )
-    for name in _MODELS.value
-  }
-  # Measured after the models too and the best kept: on a shared machine a
-  # single reading can catch a busy moment and flatter the fraction.
-  peak = max(matmul_flops_per_sec(_MATMUL.value, dtype=_DTYPE.value) for _ in range(2))
-  print(f'reference {_DTYPE.value} matmul ({_MATMUL.value}^3): {peak / 1e9:.1f} GFLOP/s')
-  for name, result in results.items():
+    low, high = result['fraction_range']
     line = (
       f'{name:>5}: {result["params"] / 1e6:.1f}M params, {_DTYPE.value}, '
       f'remat {_REMAT.value}, batch {_BATCH.value} x {_LENGTH.value}: '
       f'{result["seconds_per_step"]:.3f} s/step, '
       f'{result["tokens_per_sec"]:.0f} tokens/s, '
-      f'{result["model_flops_per_sec"] / 1e9:.1f} GFLOP/s = '
-      f'{result["model_flops_per_sec"] / peak:.1%} of the matmul rate'
+      f'{result["model_flops_per_sec"] / 1e9:.1f} GFLOP/s; reference {_DTYPE.value} matmul '
+      f'({_MATMUL.value}^3) {result["matmul_flops_per_sec"] / 1e9:.1f} GFLOP/s; '
+      f'{result["fraction_of_matmul"]:.1%} of the matmul rate '
+      f'(median of {_STEPS.value} rounds, {low:.1%}-{high:.1%})'
     )
     if _PEAK_TFLOPS.value:
       line += (

@@ -12,6 +12,13 @@ only) behind global-norm clipping at 1. This project runs the trainer's own jitt
 `GPT2LMHeadModel` with SDPA attention, eagerly and (where it works) under `torch.compile`.
 The variants are timed in alternating rounds, so machine noise hits them alike, and the
 ratio of medians is printed against the faster PyTorch variant.
+
+Each library's own float32 matmul (--matmul_repeats of them at --matmul_size cubed: XLA's
+on this side, PyTorch's MKL on the other) is timed in the same rounds, and each step's model
+FLOP/s is printed as a fraction of its own library's matmul rate. A training step is mostly
+matmuls, so the ratio of the two matmul rates is about the step ratio when both steps are
+equally lean, and the last line says what fraction of XLA's matmul rate this step would need
+for 1.2x the faster peer: above 100%, no work on this project's step reaches it on that CPU.
 """
 
 from collections.abc import Callable, Sequence
@@ -33,6 +40,11 @@ _STEPS, _BATCH, _LENGTH = train_step_lib._STEPS, train_step_lib._BATCH, train_st
 # pylint: enable=protected-access
 _MODEL = flags.DEFINE_string('model', '130m', 'gin/models/NAME.gin, on both sides.')
 _COMPILE = flags.DEFINE_bool('compile', True, 'Also time torch.compile of the model.')
+# --matmul_size and --matmul_repeats are train_step.py's flags too.
+# pylint: disable=protected-access
+_MATMUL, _MATMUL_REPEATS = train_step_lib._MATMUL, train_step_lib._MATMUL_REPEATS
+# pylint: enable=protected-access
+MATMULS = ('xla matmul', 'pytorch matmul')
 
 INSTALL_HINT = (
   "PyTorch and transformers are not installed. They live in this project's "
@@ -51,6 +63,19 @@ def jax_variant(model_name: str, batch_size: int, length: int):
     jax.block_until_ready(metrics)
 
   return setup.config, run
+
+
+def torch_matmul(n: int, repeats: int) -> Callable[[], None]:
+  """`repeats` back-to-back float32 n x n x n matmuls in PyTorch (MKL on x86 CPUs)."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  a, b = torch.randn(n, n), torch.randn(n, n)
+
+  def run():
+    for _ in range(repeats):
+      torch.mm(a, b)
+
+  return run
 
 
 def torch_variants(
@@ -148,22 +173,39 @@ def alternate(
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  batch, length = _BATCH.value, _LENGTH.value
+  batch, length, n, repeats = _BATCH.value, _LENGTH.value, _MATMUL.value, _MATMUL_REPEATS.value
   config, jax_run = jax_variant(_MODEL.value, batch, length)
   variants = [('pause_lm (jax)', jax_run)]
   variants += torch_variants(config, batch, length, _COMPILE.value)
+  matmuls = (train_step_lib.matmul_round(n, repeats), torch_matmul(n, repeats))
+  variants += list(zip(MATMULS, matmuls))
   seconds = alternate(variants, _ROUNDS.value, _STEPS.value)
+  # Medians throughout: a round's matmuls run for about a second, not one lucky tenth.
+  ceiling = {name: repeats * 2 * n**3 / statistics.median(seconds.pop(name)) for name in MATMULS}
   tokens = batch * length
+  step_flops = config.flops_per_token(length) * tokens
   rate = {name: tokens / statistics.median(s) for name, s in seconds.items()}
   print(
     f'{_MODEL.value} float32, batch {batch} x {length}, {_ROUNDS.value} rounds x '
-    f'{_STEPS.value} steps, {os.cpu_count()} CPU threads; tokens/s (median, min-max):'
+    f'{_STEPS.value} steps, {os.cpu_count()} CPU threads; tokens/s (median, min-max), and '
+    f"model FLOP/s as a fraction of the library's own {n}^3 matmul:"
   )
   for name, s in seconds.items():
-    print(f'  {name:16s} {rate[name]:8.0f}  ({tokens / max(s):.0f}-{tokens / min(s):.0f})')
+    own = ceiling['xla matmul' if name.startswith('pause_lm') else 'pytorch matmul']
+    print(
+      f'  {name:16s} {rate[name]:8.0f}  ({tokens / max(s):.0f}-{tokens / min(s):.0f})  '
+      f'{rate[name] * step_flops / tokens / own:6.1%} of its matmul'
+    )
+  xla, mkl = ceiling['xla matmul'], ceiling['pytorch matmul']
+  print(
+    f'  matmul GFLOP/s: XLA {xla / 1e9:.1f}, PyTorch {mkl / 1e9:.1f}; '
+    f'XLA / PyTorch {xla / mkl:.2f}x (the step ratio at equal efficiency)'
+  )
   peers = {name: r for name, r in rate.items() if name.startswith('pytorch')}
   fastest = max(peers, key=peers.get)
   print(f'pause_lm / {fastest}: {rate["pause_lm (jax)"] / peers[fastest]:.2f}x (target >= 1.2x)')
+  needed = 1.2 * peers[fastest] * step_flops / tokens / xla
+  print(f"  1.2x {fastest} would take {needed:.0%} of XLA's own matmul rate in this step")
 
 
 if __name__ == '__main__':

@@ -99,6 +99,7 @@ class ModelConfig:
       ('position_embedding', self.position_embedding, _POSITION_EMBEDDINGS),
       ('mlp_activation', self.mlp_activation, _MLP_ACTIVATIONS),
       ('rope_scaling', self.rope_scaling, rope.SCALINGS),
+      ('attention_impl', self.attention_impl, (None, 'xla', 'cudnn')),
     ):
       if value not in allowed:
         raise ValueError(f'ModelConfig.{field} must be one of {allowed}, got {value!r}')

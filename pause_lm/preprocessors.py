@@ -114,10 +114,30 @@ def _seqio_seed_dataset() -> tf.data.Dataset:
 
 
 # Tokens per batched injection: 512 chunks of 256, 64 of 2048. Smaller batches cost more per
-# chunk at short lengths (8.4% of the pipeline's throughput at 128 chunks of 256; 3.0-5.3% at
-# 512, benchmarks/data_pipeline.py on 2 cores).
+# chunk at short lengths (8.4% of the pipeline's throughput at 128 chunks of 256, against
+# 3.0-5.3% at 512, when each chunk still took two maps; benchmarks/data_pipeline.py, 2 cores).
 INJECT_TOKENS = 2**17
-_LENGTH_KEY = '_pause_lm_chunk_length'  # carried through the padded batch, then dropped
+# No token id is negative, so -1 marks a padded batch's padding and gives each chunk's length
+# without a per-chunk map (a tf.data map costs ~40 us of CPU per element on 2 cores, more than
+# the injection itself).
+_PADDING = -1
+_LENGTH_KEY = '_pause_lm_chunk_length'  # carried from the batch to the trim, then dropped
+
+
+def _padding_values(element_spec, feature_key: str):
+  """padded_batch's padding per feature: _PADDING for the chunks, the usual zeros elsewhere."""
+  return {
+    key: tf.constant(_PADDING, spec.dtype) if key == feature_key else tf.zeros([], spec.dtype)
+    for key, spec in element_spec.items()
+  }
+
+
+def _inject_padded(
+  chunks: np.ndarray, seeds: np.ndarray, pause_id: int, rate: float
+) -> tuple[np.ndarray, np.ndarray]:
+  """`insert_pauses_batch` on a batch padded with _PADDING; also returns the chunk lengths."""
+  lengths = np.count_nonzero(chunks != _PADDING, axis=1).astype(np.int32)
+  return insert_pauses_batch(chunks, lengths, seeds, pause_id, rate), lengths
 
 
 def inject_pauses(
@@ -133,7 +153,8 @@ def inject_pauses(
   length L gets round(rate * L) pauses (205 for L = 2048 at the paper's 10%). Each chunk gets
   its own seqio seed and exactly `insert_pauses`'s output for it; the work is done on batches
   of chunks (`insert_pauses_batch`), since a tf.data map per chunk cost a third (at 2048
-  tokens) to a half (at 256) of the pipeline's throughput.
+  tokens) to a half (at 256) of the pipeline's throughput. The only per-chunk step left is
+  the trim of chunks of unknown length back to their own length.
   """
   if not 0.0 <= rate < 1.0:
     raise ValueError(f'Pause rate must be in [0, 1), got {rate}.')
@@ -142,21 +163,22 @@ def inject_pauses(
   static_shape = dataset.element_spec[feature_key].shape
   chunk_length = (sequence_length or {}).get(feature_key) or static_shape[0] or 2048
   batch_size = max(1, INJECT_TOKENS // chunk_length)
-
-  def with_length(features):
-    return {**features, _LENGTH_KEY: tf.size(features[feature_key])}
+  # Chunks of one static length need no trim: the batch is never padded.
+  needs_trim = not static_shape.is_fully_defined()
 
   def inject(features, seeds):
     features = dict(features)
     chunks = features[feature_key]
     seeds = tf.stack(seeds, axis=1)[: tf.shape(chunks)[0]]  # the last batch may be short
-    injected = tf.numpy_function(
-      lambda t, n, s: insert_pauses_batch(t, n, s, pause_id, rate),
-      [chunks, features[_LENGTH_KEY], seeds],
-      chunks.dtype,
+    injected, lengths = tf.numpy_function(
+      lambda t, s: _inject_padded(t, s, pause_id, rate),
+      [chunks, seeds],
+      (chunks.dtype, tf.int32),
       stateful=False,
     )
     features[feature_key] = tf.ensure_shape(injected, chunks.shape)
+    if needs_trim:
+      features[_LENGTH_KEY] = tf.ensure_shape(lengths, [None])
     return features
 
   def trim(features):
@@ -166,12 +188,16 @@ def inject_pauses(
     return features
 
   # Padded, not ragged, batches: unbatching ragged ones cost as much as the old per-chunk map.
-  chunks = dataset.map(with_length, num_parallel_calls=tf.data.AUTOTUNE)
+  padding = _padding_values(dataset.element_spec, feature_key)
   batches = tf.data.Dataset.zip(
-    (chunks.padded_batch(batch_size), _seqio_seed_dataset().batch(batch_size))
+    (
+      dataset.padded_batch(batch_size, padding_values=padding),
+      _seqio_seed_dataset().batch(batch_size),
+    )
   )
   injected = batches.map(inject, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-  return injected.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
+  # A serial map: the trim is a slice, cheaper than handing chunks between threads.
+  return injected.map(trim) if needs_trim else injected
 
 
 def _delay_token(output_features, key: str, filler) -> int:

@@ -335,6 +335,7 @@ def test_smollm_gin_file_has_smollm_135m_parameter_count():
     (dict(rope_scaling='yarn'), 'rope_scaling'),
     (dict(mlp_activation='relu'), 'mlp_activation'),
     (dict(position_embedding='alibi'), 'position_embedding'),
+    (dict(attention_impl='cudnn_fused'), 'attention_impl'),
   ],
 )
 def test_rejects_unknown_family_settings(overrides, message):

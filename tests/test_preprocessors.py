@@ -309,3 +309,25 @@ def test_random_m_with_filler_and_bad_ranges():
     _random_m([[5]], 4, 4, seed=1)
   with pytest.raises(ValueError, match='no room for the prefix'):
     _random_m([[5]], 0, 8, seed=1, length=8)
+
+
+def test_batched_injection_passes_other_features_through():
+  # The padded batch pads every feature; only the chunks are trimmed back, others come out as
+  # they went in (strings and numbers alike).
+  rows = [np.arange(1, 1 + n, dtype=np.int32) for n in (30, 7, 30, 1)]
+  ds = tf.data.Dataset.from_generator(
+    lambda: ({'targets': r, 'id': f'doc{i}', 'count': np.int64(i)} for i, r in enumerate(rows)),
+    output_signature={
+      'targets': tf.TensorSpec([None], tf.int32),
+      'id': tf.TensorSpec([], tf.string),
+      'count': tf.TensorSpec([], tf.int64),
+    },
+  )
+  expected = _per_example_reference(ds, 0.2, 5)
+  with seqio.utils.map_seed_manager(5):
+    got = list(preprocessors.inject_pauses(ds, FEATURES, rate=0.2).as_numpy_iterator())
+  assert [ex['id'] for ex in got] == [b'doc0', b'doc1', b'doc2', b'doc3']
+  assert [ex['count'] for ex in got] == [0, 1, 2, 3]
+  assert sorted(got[0]) == ['count', 'id', 'targets']
+  for want, have in zip(expected, got):
+    np.testing.assert_array_equal(have['targets'], want)
