@@ -4,6 +4,7 @@ The end-to-end tests run the real commands in subprocesses (the console is what 
 on the quickstart shrunk to a model that trains in milliseconds per step.
 """
 
+import importlib
 import io
 import logging
 import os
@@ -177,8 +178,10 @@ def test_token_accuracy_is_a_percentage_and_z_loss_logged_only_when_used(z_loss)
 
 
 def _record(module, level, message='message'):
-  """A log record as if logged from `module`'s source file."""
-  return logging.LogRecord('absl', level, sys.modules[module].__file__, 1, message, (), None)
+  """A log record as if logged from `module`'s source file (imported here: alone, this file
+  must not depend on another test having imported it)."""
+  path = importlib.import_module(module).__file__
+  return logging.LogRecord('absl', level, path, 1, message, (), None)
 
 
 def test_library_info_is_dropped_and_ours_kept():
