@@ -44,7 +44,7 @@ setuptools.setup(
   python_requires='>=3.11',
   # The repository keeps SeqIO task registrations in the top-level `tasks/` folder (one job
   # per folder); they install and import as `pause_lm.tasks`.
-  packages=['pause_lm', 'pause_lm.tasks'],
+  packages=[*setuptools.find_packages(include=['pause_lm', 'pause_lm.*']), 'pause_lm.tasks'],
   package_dir={'pause_lm': 'pause_lm', 'pause_lm.tasks': 'tasks'},
   install_requires=INSTALL_REQUIRES,
   extras_require={

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pause_lm import decoding
-from pause_lm import train_state
+from pause_lm.model import decoding
+from pause_lm.training import train_state
 import train_step as train_step_lib
 
 _OUTPUT = flags.DEFINE_string('output', 'accelerator_check.json', 'Where the JSON goes.')

@@ -18,7 +18,7 @@ train step.
 
 With --tokenizers it instead compares tokenization in tf.data (characters/s and tokens/s of
 the same documents): SentencePiece (tf_text's op, the C4 and synthetic tasks' path) against a
-Hugging Face tokenizer.json (`pause_lm.hf_tokenizer`), per document as seqio's `tokenize`
+Hugging Face tokenizer.json (`pause_lm.hf.tokenizer`), per document as seqio's `tokenize`
 preprocessor calls it, and in batches of --tokenize_batch documents.
 """
 
@@ -32,10 +32,10 @@ import numpy as np
 
 import tensorflow as tf
 
-from pause_lm import data
-from pause_lm import hf_tokenizer
-from pause_lm import model as model_lib
-from pause_lm import synthetic
+from pause_lm.pipeline import datasets as data
+from pause_lm.hf import tokenizer as hf_tokenizer
+from pause_lm.model import transformer as model_lib
+from pause_lm.data import synthetic
 
 _LENGTHS = flags.DEFINE_list('sequence_lengths', ['256', '2048'], 'Pretraining chunk lengths.')
 _BATCH = flags.DEFINE_integer('batch_size', 8, 'Batch size.')

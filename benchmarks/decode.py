@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pause_lm import decoding
-from pause_lm.model import Decoder, ModelConfig
+from pause_lm.model import decoding
+from pause_lm.model.transformer import Decoder, ModelConfig
 
 _SIZES = flags.DEFINE_list('sizes', ['tiny', '130m'], 'gin/models/<size>.gin to benchmark.')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['1', '4'], 'Batch sizes.')

@@ -42,7 +42,7 @@ def main(argv: Sequence[str]) -> None:
       [
         sys.executable,
         '-m',
-        'pause_lm.aot',
+        'pause_lm.training.aot',
         '--gin_file=gin/stdpt.gin',
         "--gin.MODEL_DIR='unused'",
         '--gin.NUM_EMBEDDINGS=32297',

@@ -35,11 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pause_lm import gin_utils
-from pause_lm import model as model_lib
-from pause_lm import optimizer as optimizer_lib
-from pause_lm import sharding
-from pause_lm import train_state
+from pause_lm.runtime import gin_utils
+from pause_lm.model import transformer as model_lib
+from pause_lm.training import optimizer as optimizer_lib
+from pause_lm.runtime import sharding
+from pause_lm.training import train_state
 
 _MODELS = flags.DEFINE_list(
   'models', ['tiny', '130m'], 'Model gin files (gin/models/NAME.gin) to time.'

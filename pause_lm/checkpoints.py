@@ -18,8 +18,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from pause_lm import checkpoint_integrity as integrity
-from pause_lm import checkpointing
+from pause_lm.checkpointing import integrity
+from pause_lm.checkpointing import checkpointer as checkpointing
 
 INTACT, DAMAGED, UNVERIFIED = 'intact', 'DAMAGED', 'no checksums'
 

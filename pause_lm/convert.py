@@ -31,11 +31,11 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from pause_lm import checkpointing
-from pause_lm import gin_utils
-from pause_lm import hf
-from pause_lm import train_state
-from pause_lm.model import Decoder, ModelConfig
+from pause_lm.checkpointing import checkpointer as checkpointing
+from pause_lm.runtime import gin_utils
+from pause_lm.hf import models as hf
+from pause_lm.training import train_state
+from pause_lm.model.transformer import Decoder, ModelConfig
 
 FLAGS = flags.FLAGS
 _FROM_HF = flags.DEFINE_string('from_hf', None, 'Hugging Face folder to convert from.')
@@ -70,7 +70,7 @@ def model_gin(config: ModelConfig, comment: str) -> str:
   """A gin model file that rebuilds `config` (every field bound, NUM_EMBEDDINGS as a macro)."""
   lines = [f'# {line}' for line in comment.splitlines()]
   lines += [
-    'import pause_lm.model',
+    'import pause_lm.model.transformer',
     '',
     f'NUM_EMBEDDINGS = {config.num_embeddings}',
     '',

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 import json
 
 # First: TensorFlow's start-up lines are printed as it is imported.
-from pause_lm import console  # pylint: disable=g-bad-import-order
+from pause_lm.runtime import console  # pylint: disable=g-bad-import-order
 
 console.quiet_tensorflow_import()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from pause_lm import evaluation
-from pause_lm import gin_utils
+from pause_lm.evaluation import evaluator as evaluation
+from pause_lm.runtime import gin_utils
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 

@@ -1,4 +1,4 @@
-r"""Runs an experiment grid (pause_lm.grid): pretraining, finetuning seeds, evaluations.
+r"""Runs an experiment grid (pause_lm.grid.spec): pretraining, finetuning seeds, evaluations.
 
   python -m pause_lm.experiments --gin_file=gin/experiments/toy.gin
   python -m pause_lm.experiments --gin_file=gin/experiments/paper_1b.gin --print_commands
@@ -38,10 +38,10 @@ from absl import logging
 from etils import epath
 import gin
 
-from pause_lm import console
-from pause_lm import gin_utils
-from pause_lm import eval_results
-from pause_lm import grid as grid_lib
+from pause_lm.runtime import console
+from pause_lm.runtime import gin_utils
+from pause_lm.runtime import eval_results
+from pause_lm.grid import spec as grid_lib
 
 _PRINT_COMMANDS = flags.DEFINE_bool(
   'print_commands',
@@ -179,8 +179,8 @@ def _execute(command: grid_lib.Command) -> None:
   """Runs one command in this process, as its printed command line would."""
   # Imported here so that --print_commands starts without JAX and TensorFlow.
   console.quiet_tensorflow_import()
-  from pause_lm import evaluation  # pylint: disable=g-import-not-at-top
-  from pause_lm import trainer  # pylint: disable=g-import-not-at-top
+  from pause_lm.evaluation import evaluator as evaluation  # pylint: disable=g-import-not-at-top
+  from pause_lm.training import trainer  # pylint: disable=g-import-not-at-top
 
   _parse(command)
   epath.Path(command.output_dir).mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ r"""Writes an experiment grid's report: Table 1 layout, the M sweep and inferenc
   python -m pause_lm.report runs/toy
 
 Reads every `finetune/.../eval/minf{M}/metrics.json` under the folder (the layout of
-pause_lm.grid, whoever ran the runs) and writes `report.md` and `figures/*.png` there:
+pause_lm.grid.spec, whoever ran the runs) and writes `report.md` and `figures/*.png` there:
 
 - Table 1 (the paper's layout): per task and metric, mean ± std over finetuning seeds of the
   four variants, PauseFT at the best M of the grid (highest mean, as the paper reports the
@@ -34,8 +34,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-from pause_lm import eval_results
-from pause_lm import grid as grid_lib
+from pause_lm.runtime import eval_results
+from pause_lm.grid import spec as grid_lib
 
 REPORT_FILE = 'report.md'
 FIGURES_DIR = 'figures'

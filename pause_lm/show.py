@@ -19,13 +19,13 @@ import sys
 from absl import flags
 
 # First: TensorFlow's start-up lines are printed as it is imported.
-from pause_lm import console  # pylint: disable=g-bad-import-order
+from pause_lm.runtime import console  # pylint: disable=g-bad-import-order
 
 console.quiet_tensorflow_import()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from pause_lm import data
-from pause_lm import gin_utils
+from pause_lm.pipeline import datasets as data
+from pause_lm.runtime import gin_utils
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _TASK = flags.DEFINE_string('task', None, 'Registered task name.', required=True)

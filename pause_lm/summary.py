@@ -11,10 +11,10 @@ from absl import app
 from absl import flags
 import jax
 
-from pause_lm import console
-from pause_lm import gin_utils
-from pause_lm import train_state
-from pause_lm.model import Decoder, ModelConfig
+from pause_lm.runtime import console
+from pause_lm.runtime import gin_utils
+from pause_lm.training import train_state
+from pause_lm.model.transformer import Decoder, ModelConfig
 
 _SEQ_LEN = flags.DEFINE_integer(
   'seq_len', None, "Sequence length for FLOPs/token (default: the config's max_len)."

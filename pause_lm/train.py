@@ -25,20 +25,20 @@ from absl import flags
 from absl import logging
 
 # First: TensorFlow's start-up lines are printed as it is imported.
-from pause_lm import console  # pylint: disable=g-bad-import-order
+from pause_lm.runtime import console  # pylint: disable=g-bad-import-order
 
 console.quiet_tensorflow_import()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from pause_lm import aot
-from pause_lm import checkpointing
-from pause_lm import data
-from pause_lm import distributed
-from pause_lm import gin_utils
-from pause_lm import run_lock
-from pause_lm import settings_check
-from pause_lm import train_hooks
-from pause_lm import trainer
+from pause_lm.training import aot
+from pause_lm.checkpointing import checkpointer as checkpointing
+from pause_lm.pipeline import datasets as data
+from pause_lm.runtime import distributed
+from pause_lm.runtime import gin_utils
+from pause_lm.runtime import run_lock
+from pause_lm.training import settings_check
+from pause_lm.training import hooks as train_hooks
+from pause_lm.training import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _COMPILE_ONLY = flags.DEFINE_bool(

@@ -11,11 +11,11 @@ A downstream task is declared once as a *base* (source, text preprocessors givin
                                   PauseFT; also _prepend and filler{lo}to{hi})
   ..._eval                        scoring tasks only: every candidate, for rank classification
 
-A variant is registered with seqio on its first request (`pause_lm.data.get_task`, or gin's
-`TASK = @finetune_task()`), so a base's vocabulary and data dirs can be set in gin files that
-are parsed after this module is imported. `{base}_std`, `_pause10` and `_pause50` (the paper's
+A variant is registered with seqio on its first request (`pause_lm.pipeline.datasets.get_task`,
+or gin's `TASK = @finetune_task()`), so a base's vocabulary and data dirs can be set in gin files
+that are parsed after this module is imported. `{base}_std`, `_pause10` and `_pause50` (the paper's
 M) are listed up front; any other M, range, placement or filler works the same way. Names
-are parsed and formatted by `pause_lm.variants`.
+are parsed and formatted by `pause_lm.data.variants`.
 Features: prefix-LM ("inputs" bidirectional, pauses included; loss on "targets" only).
 """
 
@@ -30,9 +30,9 @@ from t5.data import preprocessors as t5_preprocessors
 from t5.evaluation import metrics as t5_metrics
 import tensorflow as tf
 
-from pause_lm import preprocessors
-from pause_lm import synthetic
-from pause_lm import variants
+from pause_lm.data import preprocessors
+from pause_lm.data import synthetic
+from pause_lm.data import variants
 from pause_lm.tasks import registry
 
 PAPER_NUM_PAUSES = (10, 50)

@@ -23,7 +23,7 @@ from t5.data import postprocessors as t5_postprocessors
 from t5.data import preprocessors as t5_preprocessors
 from t5.evaluation import metrics as t5_metrics
 
-from pause_lm import vocab as vocab_lib
+from pause_lm.data import vocab as vocab_lib
 from pause_lm.tasks import downstream
 
 _NUMBER = re.compile(r'-?[\d,]*\.?\d+')

@@ -12,9 +12,9 @@ import gin
 import seqio
 from t5.data import preprocessors as t5_preprocessors
 
-from pause_lm import preprocessors
-from pause_lm import synthetic
-from pause_lm import vocab as vocab_lib
+from pause_lm.data import preprocessors
+from pause_lm.data import synthetic
+from pause_lm.data import vocab as vocab_lib
 from pause_lm.tasks import registry
 
 C4_TFDS_NAME = 'c4/en:3.1.0'
@@ -77,7 +77,7 @@ def register_pretraining_task(
     source: any seqio.DataSource whose examples hold a document's text under `text_key`:
       `pause_lm.tasks.text_files_source` / `jsonl_source` for local or cloud files, a
       `seqio.TfdsDataSource` for a TFDS text dataset.
-    vocabulary: a PauseVocabulary, e.g. `pause_lm.hf_tokenizer.hf_vocabulary(path)`.
+    vocabulary: a PauseVocabulary, e.g. `pause_lm.hf.tokenizer.hf_vocabulary(path)`.
     text_key: the feature that holds the text ("text" for the file sources and most TFDS
       text datasets).
     rate: the share of each chunk that becomes pauses.
@@ -87,9 +87,9 @@ def register_pretraining_task(
   """
   if not isinstance(vocabulary, vocab_lib.PauseVocabulary):
     raise TypeError(
-      f'register_pretraining_task({name!r}) needs a pause_lm.vocab.PauseVocabulary, not '
+      f'register_pretraining_task({name!r}) needs a pause_lm.data.vocab.PauseVocabulary, not '
       f'{type(vocabulary).__name__}: wrap the tokenizer, e.g. '
-      'pause_lm.hf_tokenizer.hf_vocabulary(path) or PauseVocabulary(your_vocabulary).'
+      'pause_lm.hf.tokenizer.hf_vocabulary(path) or PauseVocabulary(your_vocabulary).'
     )
   return tuple(
     _register_variant(

@@ -37,7 +37,7 @@ def _no_gin_left_behind():
 @pytest.fixture
 def in_repo_root(monkeypatch):
   """Runs the test from the repository root, where gin files include each other; clears gin."""
-  from pause_lm import gin_utils  # pylint: disable=g-import-not-at-top
+  from pause_lm.runtime import gin_utils  # pylint: disable=g-import-not-at-top
 
   monkeypatch.chdir(gin_utils.REPO_ROOT)
   yield
@@ -49,7 +49,7 @@ def configure(in_repo_root):
   """`configure(model_dir, *bindings, run_file=...)`: a run file (gin/quickstart.gin by
   default) with the small run, parsed in-process."""
   del in_repo_root
-  from pause_lm import gin_utils  # pylint: disable=g-import-not-at-top
+  from pause_lm.runtime import gin_utils  # pylint: disable=g-import-not-at-top
 
   def parse(model_dir, *bindings, run_file='gin/quickstart.gin'):
     gin.clear_config()

@@ -2,7 +2,7 @@
 
 import os
 
-from pause_lm import checkpointing
+from pause_lm.checkpointing import checkpointer as checkpointing
 
 
 def test_relative_paths_become_absolute_and_urls_stay(tmp_path, monkeypatch):

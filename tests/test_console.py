@@ -23,8 +23,8 @@ import pytest
 import seqio  # noqa: F401  (imported for _record's module lookup)
 import tensorflow as tf
 
-from pause_lm import console
-from pause_lm import train_state
+from pause_lm.runtime import console
+from pause_lm.training import train_state
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # The console may show, per log interval and per checkpoint save, at most this many lines.
@@ -189,7 +189,7 @@ def test_library_info_is_dropped_and_ours_kept():
   assert not quiet.filter(_record('orbax.checkpoint', logging.INFO))
   assert not quiet.filter(_record('seqio', logging.INFO))
   assert quiet.filter(_record('orbax.checkpoint', logging.WARNING))
-  assert quiet.filter(_record('pause_lm.trainer', logging.INFO))
+  assert quiet.filter(_record('pause_lm.training.trainer', logging.INFO))
   assert quiet.filter(_record(__name__, logging.INFO))  # a user's own module
   verbose = console.SourceFilter(show_library_info=True, logger_levels={})
   assert verbose.filter(_record('orbax.checkpoint', logging.INFO))
@@ -204,7 +204,7 @@ def test_logger_levels_match_the_module_a_record_comes_from():
     show_library_info=True, logger_levels={'orbax': 'ERROR', 'pause_lm': 'WARNING'}
   )
   assert not silent.filter(_record('orbax.checkpoint', logging.WARNING))
-  assert not silent.filter(_record('pause_lm.trainer', logging.INFO))
+  assert not silent.filter(_record('pause_lm.training.trainer', logging.INFO))
   assert silent.filter(_record('seqio', logging.INFO))
 
 
@@ -249,7 +249,7 @@ def test_terminal_bar_is_redrawn_in_place_and_ended_before_a_log_line():
   assert '10/10' in stream.getvalue() and 'loss 0.5000' in stream.getvalue()
   # A log line that passes the filter starts on a line of its own.
   console.SourceFilter(show_library_info=False, logger_levels={}).filter(
-    _record('pause_lm.trainer', logging.INFO)
+    _record('pause_lm.training.trainer', logging.INFO)
   )
   assert stream.getvalue().endswith('\n')
 
@@ -260,7 +260,7 @@ def test_quiet_tensorflow_import_hides_file_descriptor_2_and_restores_it(tmp_pat
   script = (
     'import os, sys\n'
     f'sys.path.insert(0, {str(tmp_path)!r})\n'
-    'from pause_lm import console\n'
+    'from pause_lm.runtime import console\n'
     'console.quiet_tensorflow_import()\n'
     'assert "tensorflow" in sys.modules\n'
     'os.write(2, b"after\\n")\n'

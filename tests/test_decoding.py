@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pause_lm import decoding
-from pause_lm.model import Decoder, ModelConfig
+from pause_lm.model import decoding
+from pause_lm.model.transformer import Decoder, ModelConfig
 
 VOCAB = 50  # ordinary token ids 0..49
 PAUSE = VOCAB  # the pause row

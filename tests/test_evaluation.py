@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pause_lm import data
-from pause_lm import decoding
-from pause_lm import eval_results
-from pause_lm import evaluation
-from pause_lm import sharding
-from pause_lm.model import Decoder, ModelConfig
+from pause_lm.pipeline import datasets as data
+from pause_lm.model import decoding
+from pause_lm.runtime import eval_results
+from pause_lm.evaluation import evaluator as evaluation
+from pause_lm.runtime import sharding
+from pause_lm.model.transformer import Decoder, ModelConfig
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SEQUENCE_LENGTH = 96

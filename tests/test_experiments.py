@@ -12,8 +12,8 @@ from etils import epath
 import pytest
 
 from pause_lm import experiments
-from pause_lm import eval_results
-from pause_lm import grid as grid_lib
+from pause_lm.runtime import eval_results
+from pause_lm.grid import spec as grid_lib
 from pause_lm import report
 
 Finetune = grid_lib.Finetune

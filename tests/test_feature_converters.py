@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from pause_lm import feature_converters
+from pause_lm.data import feature_converters
 
 P = 99
 

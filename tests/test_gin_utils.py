@@ -6,7 +6,7 @@ import sys
 from absl import app
 import pytest
 
-from pause_lm import gin_utils
+from pause_lm.runtime import gin_utils
 
 
 def test_shorthand_becomes_a_binding():
@@ -21,7 +21,9 @@ def test_importing_the_library_defines_no_flags():
   # A user's program may have its own --gin_file; only pause-lm's commands declare theirs.
   code = (
     'from absl import flags\n'
-    'from pause_lm import gin_utils, trainer, evaluation\n'
+    'from pause_lm.runtime import gin_utils\n'
+    'from pause_lm.training import trainer\n'
+    'from pause_lm import evaluation\n'
     "assert 'gin_file' not in flags.FLAGS, 'defined at import'\n"
     'gin_utils.define_flags()\n'
     'gin_utils.define_flags()  # Twice is fine: the commands share one FLAGS.\n'

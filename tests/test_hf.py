@@ -18,11 +18,11 @@ import safetensors.flax
 import safetensors.numpy
 import tokenizers
 
-from pause_lm import checkpointing
+from pause_lm.checkpointing import checkpointer as checkpointing
 from pause_lm import convert
-from pause_lm import decoding
-from pause_lm import hf
-from pause_lm.model import Decoder, ModelConfig
+from pause_lm.model import decoding
+from pause_lm.hf import models as hf
+from pause_lm.model.transformer import Decoder, ModelConfig
 
 DATA = os.path.join(os.path.dirname(__file__), 'testdata', 'hf')
 FAMILIES = ('gpt2', 'llama', 'qwen2', 'mistral')

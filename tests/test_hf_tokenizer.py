@@ -11,8 +11,8 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from pause_lm import hf_tokenizer
-from pause_lm import vocab as vocab_lib
+from pause_lm.hf import tokenizer as hf_tokenizer
+from pause_lm.data import vocab as vocab_lib
 
 TOKENIZER_DIR = os.path.join(os.path.dirname(__file__), 'testdata', 'hf', 'tokenizer')
 with open(os.path.join(TOKENIZER_DIR, 'encodings.json')) as f:

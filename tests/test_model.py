@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pause_lm.model import Decoder, ModelConfig
+from pause_lm.model.transformer import Decoder, ModelConfig
 
 NUM_EMBEDDINGS = 40
 PAUSE = 37

@@ -140,7 +140,11 @@ def test_two_processes_match_one_and_resume_on_a_different_mesh(tmp_path):
 _RESHARD_SCRIPT = """
 import json, sys
 import jax, numpy as np
-from pause_lm import checkpointing, model, optimizer, sharding, train_state
+from pause_lm.checkpointing import checkpointer as checkpointing
+from pause_lm.model import transformer as model
+from pause_lm.training import optimizer
+from pause_lm.runtime import sharding
+from pause_lm.training import train_state
 
 config = model.ModelConfig(num_embeddings=64, num_layers=2, num_heads=2,
                            emb_dim=32, mlp_dim=64, max_len=16)

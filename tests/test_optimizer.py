@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pause_lm import model as model_lib
-from pause_lm import optimizer
+from pause_lm.model import transformer as model_lib
+from pause_lm.training import optimizer
 
 
 def _model_params():

@@ -8,10 +8,10 @@ import pytest
 import seqio
 import tensorflow_datasets as tfds
 
-from pause_lm import data
-from pause_lm import hf_tokenizer
+from pause_lm.pipeline import datasets as data
+from pause_lm.hf import tokenizer as hf_tokenizer
 from pause_lm import tasks
-from pause_lm import trainer
+from pause_lm.training import trainer
 from test_tasks import assert_pause_pretraining_batch
 from test_tasks import assert_same_text
 

@@ -9,8 +9,8 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from pause_lm import data
-from pause_lm import synthetic
+from pause_lm.pipeline import datasets as data
+from pause_lm.data import synthetic
 from pause_lm.tasks import paper
 
 TFDS_TASKS = [

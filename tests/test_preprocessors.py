@@ -9,8 +9,8 @@ import scipy.stats
 import seqio
 import tensorflow as tf
 
-from pause_lm import preprocessors
-from pause_lm import vocab as vocab_lib
+from pause_lm.data import preprocessors
+from pause_lm.data import vocab as vocab_lib
 
 BASE = seqio.ByteVocabulary()
 VOCAB = vocab_lib.PauseVocabulary(BASE)

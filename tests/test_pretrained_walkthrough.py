@@ -17,13 +17,13 @@ import gin
 import jax
 import numpy as np
 
-from pause_lm import checkpointing
+from pause_lm.checkpointing import checkpointer as checkpointing
 from pause_lm import convert
-from pause_lm import evaluation
-from pause_lm import gin_utils
-from pause_lm import hf
-from pause_lm import trainer
-from pause_lm import vocab
+from pause_lm.evaluation import evaluator as evaluation
+from pause_lm.runtime import gin_utils
+from pause_lm.hf import models as hf
+from pause_lm.training import trainer
+from pause_lm.data import vocab
 
 DOC = os.path.join(gin_utils.REPO_ROOT, 'docs', 'pretrained.md')
 DATA = os.path.join(os.path.dirname(__file__), 'testdata', 'hf')

@@ -13,14 +13,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from pause_lm import checkpoint_integrity as integrity
-from pause_lm import checkpointing
+from pause_lm.checkpointing import integrity
+from pause_lm.checkpointing import checkpointer as checkpointing
 from pause_lm import checkpoints
-from pause_lm import data
-from pause_lm import gin_utils
-from pause_lm import run_lock
-from pause_lm import settings_check
-from pause_lm import trainer
+from pause_lm.pipeline import datasets as data
+from pause_lm.runtime import gin_utils
+from pause_lm.runtime import run_lock
+from pause_lm.training import settings_check
+from pause_lm.training import trainer
 
 
 pytestmark = pytest.mark.usefixtures('in_repo_root')

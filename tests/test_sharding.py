@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import pytest
 
-from pause_lm import sharding
+from pause_lm.runtime import sharding
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -19,7 +19,9 @@ _EIGHT_DEVICE_SCRIPT = """
 import json, sys
 import gin, jax
 from jax.sharding import PartitionSpec as P
-from pause_lm import gin_utils, sharding, trainer
+from pause_lm.runtime import gin_utils
+from pause_lm.runtime import sharding
+from pause_lm.training import trainer
 
 def run(mesh, model_dir):
   gin.clear_config()

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from pause_lm import data
+from pause_lm.pipeline import datasets as data
 from pause_lm import show
 
 

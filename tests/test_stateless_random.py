@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pause_lm import stateless_random
+from pause_lm.data import stateless_random
 
 INT64 = np.iinfo(np.int64)
 EDGE_SEEDS = [[0, 0], [-1, -1], [INT64.min, INT64.max], [1, 0], [0, 1], [2**32, 2**32 - 1]]

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from pause_lm import summary
-from pause_lm.model import ModelConfig
+from pause_lm.model.transformer import ModelConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

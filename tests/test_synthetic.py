@@ -7,8 +7,8 @@ import sys
 
 import seqio
 
-from pause_lm import synthetic
-from pause_lm import vocab as vocab_lib
+from pause_lm.data import synthetic
+from pause_lm.data import vocab as vocab_lib
 
 # The ids and file name that the vocabulary had when it was trained at import (before it
 # became lazy): the lazy one must train the same model into the same cache file.

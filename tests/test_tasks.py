@@ -8,8 +8,8 @@ import pytest
 import seqio
 import tensorflow_datasets as tfds
 
-from pause_lm import data
-from pause_lm import synthetic
+from pause_lm.pipeline import datasets as data
+from pause_lm.data import synthetic
 from pause_lm.tasks import pretraining
 
 LENGTH = 256

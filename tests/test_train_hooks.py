@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import pytest
 
-from pause_lm import train_hooks
+from pause_lm.training import hooks as train_hooks
 
 
 class FakeCheckpointer:

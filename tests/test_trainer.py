@@ -9,14 +9,14 @@ import numpy as np
 import optax
 import pytest
 
-from pause_lm import checkpointing
-from pause_lm import data
-from pause_lm import model as model_lib
-from pause_lm import optimizer as optimizer_lib
-from pause_lm import sharding
-from pause_lm import train_state
-from pause_lm import train_hooks
-from pause_lm import trainer
+from pause_lm.checkpointing import checkpointer as checkpointing
+from pause_lm.pipeline import datasets as data
+from pause_lm.model import transformer as model_lib
+from pause_lm.training import optimizer as optimizer_lib
+from pause_lm.runtime import sharding
+from pause_lm.training import train_state
+from pause_lm.training import hooks as train_hooks
+from pause_lm.training import trainer
 
 
 pytestmark = pytest.mark.usefixtures('in_repo_root')

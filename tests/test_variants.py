@@ -2,7 +2,7 @@
 
 import pytest
 
-from pause_lm import variants
+from pause_lm.data import variants
 
 Variant = variants.Variant
 
@@ -56,7 +56,7 @@ def test_other_names_and_bad_ranges():
 
 
 def test_random_m_tasks_are_evaluated_at_one_fixed_m():
-  from pause_lm import data  # pylint: disable=g-import-not-at-top
+  from pause_lm.pipeline import datasets as data  # pylint: disable=g-import-not-at-top
 
   # Unset M_inf: the range's largest M; set: that M, same placement and filler.
   assert data.inference_task('synthetic_qa_pause0to10') == 'synthetic_qa_pause10'

@@ -3,7 +3,7 @@
 import seqio
 import tensorflow as tf
 
-from pause_lm import vocab as vocab_lib
+from pause_lm.data import vocab as vocab_lib
 
 
 def test_pause_id_is_base_size_and_never_encoded():

@@ -1,0 +1,191 @@
+"""KV-cache generation and continuation scoring that match the training forward pass exactly.
+
+Pause inference appends M `<pause>` tokens to the prefix and ignores their outputs, so the pauses
+belong to the prefix: they are processed in the one prefill pass (bidirectionally under prefix-LM,
+as in finetuning) and cost one slightly longer prefill, never M decode steps.
+
+The model sees what training shows it: `[0 (BOS), p_1 .. p_P, t_1, t_2, ...]` with
+`decoder_causal_attention = 1` on the first P + 1 positions for prefix-LM. The logit at the
+position whose input is p_P predicts t_1; each generated token is then fed at the next position.
+
+Batches are right-padded, like training batches: every example keeps positions 0, 1, 2, ... so no
+position offsets are needed, and the padding after a short prefix is overwritten in the KV cache
+by that example's own generated tokens before it could ever be attended to (each example writes
+and reads the cache at its own index). Left padding would instead need per-example position
+offsets and a padding mask in every step.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from pause_lm.model.transformer import Decoder, ModelConfig
+
+_NEG_INF = -1e30  # finite, so that masked logits never turn a softmax into NaN
+
+
+def _choose(logits, rng, *, vocab_limit, temperature, top_k):
+  """Picks one token per row from float32 logits [batch, vocab], never an id >= vocab_limit."""
+  logits = jnp.where(jnp.arange(logits.shape[-1]) < vocab_limit, logits, _NEG_INF)
+  if temperature == 0.0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits / temperature
+  if top_k > 0:
+    kth_largest = jax.lax.top_k(logits, top_k)[0][:, -1:]
+    logits = jnp.where(logits >= kth_largest, logits, _NEG_INF)
+  return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(
+  jax.jit,
+  static_argnames=(
+    'config',
+    'max_decode_len',
+    'prefix_lm',
+    'eos_id',
+    'vocab_limit',
+    'temperature',
+    'top_k',
+    'return_logits',
+  ),
+)
+def generate(
+  params,
+  config: ModelConfig,
+  prefixes,
+  prefix_lengths,
+  *,
+  max_decode_len: int,
+  prefix_lm: bool,
+  eos_id: int,
+  vocab_limit: int,
+  temperature: float = 0.0,
+  top_k: int = 0,
+  rng=None,
+  return_logits: bool = False,
+):
+  """Decodes up to `max_decode_len` tokens after each prefix, with a KV cache.
+
+  Args:
+    params: the Decoder's 'params' collection (boxed or unboxed).
+    config: the ModelConfig the params were built for.
+    prefixes: int32 [batch, P], right-padded prefix tokens *without* BOS (this function adds it),
+      with the M pauses already appended by the data layer.
+    prefix_lengths: int32 [batch], the real length of each prefix (pauses included).
+    max_decode_len: tokens to generate at most; P + max_decode_len must be <= config.max_len.
+    prefix_lm: attend bidirectionally over BOS + prefix, as prefix-LM finetuning does.
+    eos_id: an example stops after emitting it; pass an id >= vocab_limit to never stop early.
+    vocab_limit: ids >= this (the pause row, alignment padding rows) are never produced.
+    temperature: 0 for greedy decoding, else the softmax temperature of sampling.
+    top_k: when sampling, keep only the k most likely ids (0 keeps all).
+    rng: PRNG key, required when temperature > 0.
+    return_logits: also return the raw float32 logits each token was chosen from.
+
+  Returns:
+    (tokens int32 [batch, max_decode_len], lengths int32 [batch]) where lengths counts tokens up to
+    and including EOS and tokens after it are 0; plus logits [batch, max_decode_len,
+    num_embeddings] when return_logits (rows after an example's EOS are unspecified).
+  """
+  batch, prefix_width = prefixes.shape
+  cache_len = prefix_width + max_decode_len
+  if cache_len > config.max_len:
+    raise ValueError(
+      f'prefix width {prefix_width} + max_decode_len {max_decode_len} exceeds '
+      f'max_len {config.max_len}'
+    )
+  if temperature > 0.0 and rng is None:
+    raise ValueError('sampling (temperature > 0) needs an rng')
+  if rng is None:
+    rng = jax.random.key(0)
+  model = Decoder(config)
+  choose = functools.partial(_choose, vocab_limit=vocab_limit, temperature=temperature, top_k=top_k)
+
+  inputs = jnp.concatenate([jnp.zeros((batch, 1), jnp.int32), prefixes.astype(jnp.int32)], 1)
+  causal_attention = None
+  if prefix_lm:
+    causal_attention = jnp.arange(prefix_width + 1)[None, :] <= prefix_lengths[:, None]
+  logits, variables = model.apply(
+    {'params': params},
+    inputs,
+    decoder_causal_attention=causal_attention,
+    cache_mode='prefill',
+    cache_len=cache_len,
+    logit_indices=prefix_lengths,
+    mutable=['cache'],
+  )
+  # The position holding p_P (index P, after BOS) predicts the first target token.
+  first_logits = logits[:, 0]
+  rng, step_rng = jax.random.split(rng)
+  first_token = choose(first_logits, step_rng)
+
+  tokens = jnp.zeros((batch, max_decode_len), jnp.int32).at[:, 0].set(first_token)
+  all_logits = None
+  if return_logits:
+    all_logits = jnp.zeros((batch, max_decode_len, config.num_embeddings), jnp.float32)
+    all_logits = all_logits.at[:, 0].set(first_logits)
+  done = first_token == eos_id
+
+  def cond(state):
+    step, _, _, _, done, _, _ = state
+    return (step < max_decode_len) & ~jnp.all(done)
+
+  def body(state):
+    step, cache, token, tokens, done, rng, all_logits = state
+    # Generated token `step - 1` sits at position P + step (BOS occupies position 0).
+    positions = (prefix_lengths + step)[:, None]
+    logits, variables = model.apply(
+      {'params': params, 'cache': cache},
+      token[:, None],
+      decoder_positions=positions,
+      cache_mode='step',
+      mutable=['cache'],
+    )
+    logits = logits[:, 0]
+    rng, step_rng = jax.random.split(rng)
+    next_token = jnp.where(done, 0, choose(logits, step_rng))
+    tokens = tokens.at[:, step].set(next_token)
+    if all_logits is not None:
+      all_logits = all_logits.at[:, step].set(logits)
+    done = done | (next_token == eos_id)
+    return step + 1, variables['cache'], next_token, tokens, done, rng, all_logits
+
+  state = (jnp.int32(1), variables['cache'], first_token, tokens, done, rng, all_logits)
+  _, _, _, tokens, _, _, all_logits = jax.lax.while_loop(cond, body, state)
+
+  is_eos = tokens == eos_id
+  lengths = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1) + 1, max_decode_len)
+  lengths = lengths.astype(jnp.int32)
+  if return_logits:
+    return tokens, lengths, all_logits
+  return tokens, lengths
+
+
+@functools.partial(jax.jit, static_argnames=('config',))
+def score(params, config: ModelConfig, batch):
+  """Log-likelihood of the loss-weighted targets of a seqio prefix-LM (or LM) batch.
+
+  Rank classification (PIQA, HellaSwag) compares these sums across candidate continuations of the
+  same prefix + M pauses. The softmax runs over every embedding row, as in the training loss.
+
+  Args:
+    params: the Decoder's 'params' collection.
+    config: its ModelConfig.
+    batch: dict with 'decoder_input_tokens', 'decoder_target_tokens', 'decoder_loss_weights' and
+      optionally 'decoder_causal_attention', 'decoder_positions', 'decoder_segment_ids'.
+
+  Returns:
+    (sum of weighted target log-probabilities [batch] float32, sum of weights [batch] float32).
+  """
+  logits = Decoder(config).apply(
+    {'params': params},
+    batch['decoder_input_tokens'],
+    decoder_positions=batch.get('decoder_positions'),
+    decoder_segment_ids=batch.get('decoder_segment_ids'),
+    decoder_causal_attention=batch.get('decoder_causal_attention'),
+  )
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  targets = batch['decoder_target_tokens']
+  target_log_probs = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  weights = batch['decoder_loss_weights'].astype(jnp.float32)
+  return jnp.sum(target_log_probs * weights, axis=1), jnp.sum(weights, axis=1)

@@ -1,0 +1,505 @@
+"""GPT-2-style (default) or Llama-family decoder whose embedding table carries the <pause> row.
+
+The default architecture is the one that reproduces the paper's Table 5 parameter counts exactly
+(130M: 136,237,056; 1B: 1,345,085,440, both at 32,297 embedding rows): learned absolute positions,
+pre-LayerNorm blocks with scale and bias, biases on every projection, a plain GELU MLP, a final
+LayerNorm and an untied output projection without bias. `<pause>` is an ordinary embedding row, so
+nothing here knows about it.
+
+The same module also builds the Llama family that pretrained checkpoints use (see
+`pause_lm.hf.models`): RMSNorm, rotary position embeddings (`pause_lm.model.rope`), a SwiGLU MLP,
+grouped- or multi-query attention (`num_kv_heads`), tied input/output embeddings and optional
+q/k/v biases (Qwen2). Each is one ModelConfig field, so a family is a gin model file
+(gin/models/llama_tiny.gin).
+
+Masks follow seqio's feature conventions rather than token ids, because the BOS id and the padding
+id are both 0: causal by array index, bidirectional among positions with
+`decoder_causal_attention == 1` (prefix-LM), and never across `decoder_segment_ids` (packing).
+Right padding is always in the future of real tokens, so it needs no mask of its own.
+
+Every parameter carries logical axis names and the main activations are constrained to them, so a
+trainer can shard the model with logical-to-mesh rules. For KV-cache decoding the same module runs
+in two extra modes (`cache_mode='prefill'` and `'step'`); see `pause_lm.model.decoding`.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+
+from pause_lm.model import rope
+
+_REMAT_POLICIES = {
+  'none': None,
+  'full': jax.checkpoint_policies.nothing_saveable,
+  'dots_saveable': jax.checkpoint_policies.dots_saveable,
+  'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+_CACHE_MODES = (None, 'prefill', 'step')
+_NORMS = ('layer_norm', 'rms_norm')
+_POSITION_EMBEDDINGS = ('learned', 'rope')
+_MLP_ACTIVATIONS = ('gelu', 'swiglu')
+_INIT_STDDEV = 0.02  # GPT-2's initialiser; residual output projections are scaled further by depth.
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Sizes and numerics of the decoder; every field is a gin binding (see gin/models/)."""
+
+  # Rows of the embedding table: tokenizer vocabulary + 1 pause row, padded for alignment. None
+  # means "not known yet": the caller fills it in from the task's vocabulary.
+  num_embeddings: int | None = None
+  num_layers: int = 2
+  num_heads: int = 4
+  emb_dim: int = 128
+  mlp_dim: int = 512
+  max_len: int = 2048
+  dropout_rate: float = 0.0
+  # Strings such as 'bfloat16' are accepted so that gin files need no dtype constants.
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  remat_policy: str = 'none'
+  scan_layers: bool = False
+  # Passed to jax.nn.dot_product_attention: None/'xla' everywhere, 'cudnn' for the fused GPU
+  # kernel (which needs a 16-bit dtype).
+  attention_impl: str | None = None
+  # Model family. The defaults are GPT-2 (the paper's architecture); Llama sets rms_norm, rope,
+  # swiglu, no biases; Qwen2 is Llama with qkv_bias; GPT-2 checkpoints tie the embeddings.
+  num_kv_heads: int | None = None  # key/value heads (grouped-query attention); None = num_heads
+  norm: str = 'layer_norm'  # or "rms_norm" (no bias, no mean subtraction)
+  norm_epsilon: float = 1e-5
+  position_embedding: str = 'learned'  # or "rope": rotary, no position table
+  rope_theta: float = 10_000.0
+  rope_scaling: str | None = None  # None, "linear" or "llama3" (HF config's rope_scaling type)
+  rope_scaling_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0  # llama3 only
+  rope_high_freq_factor: float = 4.0  # llama3 only
+  rope_original_max_len: int = 8192  # llama3 only: original_max_position_embeddings
+  mlp_activation: str = 'gelu'  # tanh-approximate GELU, or "swiglu": silu(x W_0) * (x W_1)
+  qkv_bias: bool = True  # biases on the query, key and value projections
+  dense_bias: bool = True  # biases on the attention output and MLP projections
+  tie_embeddings: bool = False  # the output projection is the transposed input embedding
+
+  def __post_init__(self):
+    # Frozen dataclass: normalise through object.__setattr__ so configs stay hashable (jit-static).
+    object.__setattr__(self, 'dtype', jnp.dtype(self.dtype))
+    object.__setattr__(self, 'param_dtype', jnp.dtype(self.param_dtype))
+    if self.remat_policy not in _REMAT_POLICIES:
+      raise ValueError(
+        f'remat_policy must be one of {sorted(_REMAT_POLICIES)}, got {self.remat_policy!r}'
+      )
+    if self.emb_dim % self.num_heads:
+      raise ValueError(f'emb_dim {self.emb_dim} is not divisible by num_heads {self.num_heads}')
+    for field, value, allowed in (
+      ('norm', self.norm, _NORMS),
+      ('position_embedding', self.position_embedding, _POSITION_EMBEDDINGS),
+      ('mlp_activation', self.mlp_activation, _MLP_ACTIVATIONS),
+      ('rope_scaling', self.rope_scaling, rope.SCALINGS),
+      ('attention_impl', self.attention_impl, (None, 'xla', 'cudnn')),
+    ):
+      if value not in allowed:
+        raise ValueError(f'ModelConfig.{field} must be one of {allowed}, got {value!r}')
+    if self.num_heads % self.kv_heads:
+      raise ValueError(
+        f'num_heads {self.num_heads} is not a multiple of num_kv_heads '
+        f'{self.num_kv_heads}: each key/value head serves a whole group of '
+        'query heads'
+      )
+    if self.position_embedding == 'rope' and self.head_dim % 2:
+      raise ValueError(f'rotary position embeddings need an even head_dim, got {self.head_dim}')
+
+  @property
+  def head_dim(self) -> int:
+    return self.emb_dim // self.num_heads
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+  def rope_frequencies(self):
+    return rope.inverse_frequencies(
+      self.head_dim,
+      self.rope_theta,
+      self.rope_scaling,
+      self.rope_scaling_factor,
+      self.rope_low_freq_factor,
+      self.rope_high_freq_factor,
+      self.rope_original_max_len,
+    )
+
+  def matmul_params(self) -> int:
+    """Weights that take part in a matrix multiply per token (lookups and biases excluded)."""
+    if self.num_embeddings is None:
+      raise ValueError('num_embeddings is not set')
+    d, f = self.emb_dim, self.mlp_dim
+    attention = 2 * d * d + 2 * d * self.kv_heads * self.head_dim  # q, out; k, v (GQA: fewer)
+    mlp = (3 if self.mlp_activation == 'swiglu' else 2) * d * f  # SwiGLU has a gate matrix
+    return self.num_layers * (attention + mlp) + d * self.num_embeddings
+
+  def flops_per_token(self, seq_len: int) -> float:
+    """Training FLOPs per token: 6 * matmul_params + 12 * num_layers * emb_dim * seq_len.
+
+    The first term is forward (2) plus backward (4) FLOPs per weight (grouped-query attention has
+    smaller key/value matrices, SwiGLU a third MLP matrix, and a tied output head still multiplies);
+    the second is the attention score and value products (2 * 2 * seq_len * emb_dim per layer
+    forward, times 3 for training; the query heads set it, whatever num_kv_heads is),
+    counted over the full seq_len x seq_len matrix as in the PaLM paper's MFU convention, i.e.
+    without halving for the causal mask.
+    """
+    return 6.0 * self.matmul_params() + 12.0 * self.num_layers * self.emb_dim * seq_len
+
+
+def _dense_init(scale: float = 1.0):
+  return nn.initializers.normal(stddev=_INIT_STDDEV * scale)
+
+
+def _partitioned(init, names):
+  return nn.with_logical_partitioning(init, names)
+
+
+def _norm(config: ModelConfig, name: str) -> nn.Module:
+  if config.norm == 'rms_norm':
+    return nn.RMSNorm(
+      epsilon=config.norm_epsilon,
+      dtype=config.dtype,
+      param_dtype=config.param_dtype,
+      name=name,
+      scale_init=_partitioned(nn.initializers.ones, ('embed',)),
+    )
+  return nn.LayerNorm(
+    epsilon=config.norm_epsilon,
+    dtype=config.dtype,
+    param_dtype=config.param_dtype,
+    name=name,
+    scale_init=_partitioned(nn.initializers.ones, ('embed',)),
+    bias_init=_partitioned(nn.initializers.zeros, ('embed',)),
+  )
+
+
+def _write_at(cache: jax.Array, update: jax.Array, index: jax.Array) -> jax.Array:
+  """Writes update[b] ([1, heads, kv]) into cache[b] ([T, heads, kv]) at row index[b]."""
+  return jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice(c, u, (i, 0, 0)))(
+    cache, update, index
+  )
+
+
+class _HeadDense(nn.Module):
+  """A (biased) projection whose kernel is declared at its real rank.
+
+  nn.DenseGeneral initialises (and, during apply, re-checks) its kernel through a flattened
+  rank-2 shape, so a 3-name logical partitioning on it becomes a sharding constraint on a rank-2
+  array and fails once a mesh and logical rules are active. Declaring [in..., out...] directly
+  keeps the names valid; parameter names, shapes and the computation are DenseGeneral's.
+  """
+
+  features: tuple[int, ...]
+  in_dims: int
+  kernel_names: tuple[str, ...]
+  bias_names: tuple[str, ...]
+  config: ModelConfig
+  init_scale: float = 1.0
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    in_shape = x.shape[-self.in_dims :]
+    kernel = self.param(
+      'kernel',
+      _partitioned(_dense_init(self.init_scale), self.kernel_names),
+      (*in_shape, *self.features),
+      cfg.param_dtype,
+    )
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=cfg.dtype)
+    contract = tuple(range(x.ndim - self.in_dims, x.ndim))
+    out = jax.lax.dot_general(x, kernel, ((contract, tuple(range(self.in_dims))), ((), ())))
+    if not self.use_bias:
+      return out
+    bias = self.param(
+      'bias', _partitioned(nn.initializers.zeros, self.bias_names), self.features, cfg.param_dtype
+    )
+    return out + jnp.asarray(bias, cfg.dtype)
+
+
+class Attention(nn.Module):
+  """Multi-head (or grouped-query) self-attention with an optional KV cache.
+
+  With `num_kv_heads < num_heads` the key/value projections (and the cache) have fewer heads;
+  jax.nn.dot_product_attention shares each among its group of query heads. Rotary embeddings are
+  applied to queries and keys before caching, so cached keys are already rotated.
+  """
+
+  config: ModelConfig
+  cache_mode: str | None = None
+  cache_len: int | None = None
+
+  @nn.compact
+  def __call__(self, x, mask, positions):
+    cfg = self.config
+    query_projection = functools.partial(
+      _HeadDense,
+      (cfg.num_heads, cfg.head_dim),
+      1,
+      ('embed', 'heads', 'kv'),
+      ('heads', 'kv'),
+      cfg,
+      use_bias=cfg.qkv_bias,
+    )
+    kv_projection = functools.partial(
+      _HeadDense,
+      (cfg.kv_heads, cfg.head_dim),
+      1,
+      ('embed', 'kv_heads', 'kv'),
+      ('kv_heads', 'kv'),
+      cfg,
+      use_bias=cfg.qkv_bias,
+    )
+    qkv_axes = ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv')
+    kv_axes = ('activation_batch', 'activation_length', 'activation_kv_heads', 'activation_kv')
+    query = nn.with_logical_constraint(query_projection(name='query')(x), qkv_axes)
+    key = nn.with_logical_constraint(kv_projection(name='key')(x), kv_axes)
+    value = nn.with_logical_constraint(kv_projection(name='value')(x), kv_axes)
+    if cfg.position_embedding == 'rope':
+      inv_freq = cfg.rope_frequencies()
+      query = rope.apply_rotary(query, positions, inv_freq)
+      key = rope.apply_rotary(key, positions, inv_freq)
+
+    if self.cache_mode is not None:
+      batch = x.shape[0]
+      shape = (batch, self.cache_len, cfg.kv_heads, cfg.head_dim)
+      cached_key = self.variable('cache', 'cached_key', jnp.zeros, shape, cfg.dtype)
+      cached_value = self.variable('cache', 'cached_value', jnp.zeros, shape, cfg.dtype)
+      if self.cache_mode == 'prefill':
+        # Attend over the fresh keys (prefill masks apply as in training); keep them for later.
+        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, 0, 0, 0))
+        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, 0, 0, 0))
+      else:
+        # One new token per example, written at its own position (right-padded batches differ).
+        index = positions[:, 0]
+        cached_key.value = _write_at(cached_key.value, key, index)
+        cached_value.value = _write_at(cached_value.value, value, index)
+        key, value = cached_key.value, cached_value.value
+        # A generated token is a target: it sees everything up to and including itself.
+        mask = (jnp.arange(key.shape[1])[None, :] <= index[:, None])[:, None, None, :]
+
+    # The configured kernel (cuDNN's fused one on GPUs) runs the plainly causal case it was
+    # measured on; masked attention (prefix-LM, packing, the KV cache) stays on XLA's.
+    out = jax.nn.dot_product_attention(
+      query,
+      key,
+      value,
+      mask=mask,
+      is_causal=mask is None,
+      implementation=cfg.attention_impl if mask is None else None,
+    )
+    out = nn.with_logical_constraint(out, qkv_axes)
+    return _HeadDense(
+      (cfg.emb_dim,),
+      2,
+      ('heads', 'kv', 'embed'),
+      ('embed',),
+      cfg,
+      init_scale=1 / (2 * cfg.num_layers) ** 0.5,
+      use_bias=cfg.dense_bias,
+      name='out',
+    )(out)
+
+
+class Mlp(nn.Module):
+  """emb -> mlp -> emb: GPT-2's GELU MLP (`wi`, `wo`) or Llama's SwiGLU (`wi_0` gate, `wi_1`)."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+
+    def dense(features, names, name, scale=1.0):
+      return nn.Dense(
+        features,
+        use_bias=cfg.dense_bias,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        kernel_init=_partitioned(_dense_init(scale), names),
+        bias_init=_partitioned(nn.initializers.zeros, names[1:]),
+        name=name,
+      )
+
+    if cfg.mlp_activation == 'swiglu':
+      h = nn.silu(dense(cfg.mlp_dim, ('embed', 'mlp'), 'wi_0')(x)) * dense(
+        cfg.mlp_dim, ('embed', 'mlp'), 'wi_1'
+      )(x)
+    else:
+      h = nn.gelu(dense(cfg.mlp_dim, ('embed', 'mlp'), 'wi')(x))
+    h = nn.with_logical_constraint(h, ('activation_batch', 'activation_length', 'activation_mlp'))
+    return dense(cfg.emb_dim, ('mlp', 'embed'), 'wo', 1 / (2 * cfg.num_layers) ** 0.5)(h)
+
+
+class DecoderBlock(nn.Module):
+  """Pre-norm transformer block.
+
+  Static choices (dropout on/off, cache mode) are attributes rather than call arguments so that
+  the block can be wrapped by nn.remat and nn.scan, which only thread arrays.
+  """
+
+  config: ModelConfig
+  deterministic: bool = True
+  cache_mode: str | None = None
+  cache_len: int | None = None
+
+  @nn.compact
+  def __call__(self, x, mask, positions):
+    cfg = self.config
+    dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
+    h = _norm(cfg, 'pre_attention_norm')(x)
+    h = Attention(cfg, self.cache_mode, self.cache_len, name='attention')(h, mask, positions)
+    x = x + dropout(h)
+    h = _norm(cfg, 'pre_mlp_norm')(x)
+    x = x + dropout(Mlp(cfg, name='mlp')(h))
+    x = nn.with_logical_constraint(x, ('activation_batch', 'activation_length', 'activation_embed'))
+    if cfg.scan_layers:
+      return x, None
+    return x
+
+
+def attention_mask(length: int, causal_attention=None, segment_ids=None) -> jax.Array:
+  """Boolean [batch or 1, 1, length, length] mask: causal, OR prefix-LM block, AND same segment."""
+  idx = jnp.arange(length)
+  mask = (idx[None, :] <= idx[:, None])[None]
+  if causal_attention is not None:
+    prefix = causal_attention.astype(bool)
+    mask = mask | (prefix[:, :, None] & prefix[:, None, :])
+  if segment_ids is not None:
+    mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
+  return mask[:, None]
+
+
+class Decoder(nn.Module):
+  """Token ids in, float32 logits over all embedding rows out."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(
+    self,
+    decoder_input_tokens,
+    decoder_positions=None,
+    decoder_segment_ids=None,
+    decoder_causal_attention=None,
+    *,
+    deterministic=True,
+    cache_mode=None,
+    cache_len=None,
+    logit_indices=None,
+  ):
+    """Runs the decoder.
+
+    Args:
+      decoder_input_tokens: int [batch, length], targets shifted right (seqio convention).
+      decoder_positions: int [batch, length]; defaults to 0..length-1. In 'step' mode also the
+        row of the KV cache each example writes to.
+      decoder_segment_ids: int [batch, length] for packed batches; segments never see each other.
+      decoder_causal_attention: int [batch, length], 1 over the bidirectional prefix region.
+      deterministic: disables dropout.
+      cache_mode: None (training/eval), 'prefill' (run the prefix and store its keys/values in
+        the mutable 'cache' collection) or 'step' (one token per example, read/extend the cache).
+      cache_len: rows of the KV cache to allocate; required in 'prefill' mode.
+      logit_indices: optional int [batch]; project only the hidden state at this index of each
+        row (a prefill needs one logit per example, and the output projection is the costliest
+        matmul of a small model).
+
+    Returns:
+      float32 logits [batch, length, num_embeddings], or [batch, 1, num_embeddings] when
+      logit_indices is given.
+    """
+    cfg = self.config
+    if cfg.num_embeddings is None:
+      raise ValueError(
+        'ModelConfig.num_embeddings is None: set it from the vocabulary '
+        '(or bind NUM_EMBEDDINGS in gin)'
+      )
+    if cache_mode not in _CACHE_MODES:
+      raise ValueError(f'cache_mode must be one of {_CACHE_MODES}, got {cache_mode!r}')
+    if cache_mode == 'prefill' and cache_len is None:
+      raise ValueError("cache_mode='prefill' needs cache_len")
+    if cache_mode == 'step' and decoder_positions is None:
+      raise ValueError("cache_mode='step' needs decoder_positions")
+    length = decoder_input_tokens.shape[1]
+    if decoder_positions is None:
+      decoder_positions = jnp.broadcast_to(jnp.arange(length), decoder_input_tokens.shape)
+
+    token_embed = nn.Embed(
+      cfg.num_embeddings,
+      cfg.emb_dim,
+      dtype=cfg.dtype,
+      param_dtype=cfg.param_dtype,
+      embedding_init=_partitioned(_dense_init(), ('vocab', 'embed')),
+      name='token_embed',
+    )
+    x = token_embed(decoder_input_tokens)
+    if cfg.position_embedding == 'learned':
+      # The position table's first axis is left unnamed: it is small and never worth sharding.
+      position_embed = nn.Embed(
+        cfg.max_len,
+        cfg.emb_dim,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        embedding_init=_partitioned(_dense_init(), (None, 'embed')),
+        name='position_embed',
+      )
+      x = x + position_embed(decoder_positions)
+    x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
+    x = nn.with_logical_constraint(x, ('activation_batch', 'activation_length', 'activation_embed'))
+
+    # None means plainly causal: attention then takes `is_causal`, which cuDNN's fused kernel
+    # runs without materialising a [length, length] mask.
+    mask = None
+    if cache_mode != 'step' and (
+      decoder_causal_attention is not None or decoder_segment_ids is not None
+    ):
+      mask = attention_mask(length, decoder_causal_attention, decoder_segment_ids)
+
+    block = DecoderBlock
+    policy = _REMAT_POLICIES[cfg.remat_policy]
+    if policy is not None and cache_mode is None:
+      block = nn.remat(block, policy=policy, prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      stack = nn.scan(
+        block,
+        variable_axes={'params': 0, 'cache': 0},
+        split_rngs={'params': True, 'dropout': True},
+        in_axes=(nn.broadcast, nn.broadcast),
+        length=cfg.num_layers,
+        metadata_params={nn.PARTITION_NAME: 'layers'},
+      )
+      x, _ = stack(cfg, deterministic, cache_mode, cache_len, name='layers')(
+        x, mask, decoder_positions
+      )
+    else:
+      for i in range(cfg.num_layers):
+        layer = block(cfg, deterministic, cache_mode, cache_len, name=f'layers_{i}')
+        x = layer(x, mask, decoder_positions)
+
+    if logit_indices is not None:
+      x = jnp.take_along_axis(x, logit_indices[:, None, None], axis=1)
+    x = _norm(cfg, 'final_norm')(x)
+    if cfg.tie_embeddings:
+      logits = token_embed.attend(x)
+    else:
+      logits = nn.Dense(
+        cfg.num_embeddings,
+        use_bias=False,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        kernel_init=_partitioned(_dense_init(), ('embed', 'vocab')),
+        name='logits',
+      )(x)
+    logits = nn.with_logical_constraint(
+      logits, ('activation_batch', 'activation_length', 'activation_vocab')
+    )
+    return logits.astype(jnp.float32)
