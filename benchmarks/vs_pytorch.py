@@ -31,6 +31,8 @@ from absl import flags
 import jax
 import numpy as np
 
+from pause_lm.hf import models as hf_models
+from pause_lm.training import optimizer as optimizer_lib
 import train_step as train_step_lib
 
 _ROUNDS = flags.DEFINE_integer('rounds', 5, 'Alternating rounds.')
@@ -78,6 +80,32 @@ def torch_matmul(n: int, repeats: int) -> Callable[[], None]:
   return run
 
 
+def decayed_hf_tensors(config) -> tuple[set[str], set[str]]:
+  """(every GPT2LMHeadModel tensor, those the JAX side's AdamW decays).
+
+  Read through the name map that converts checkpoints (`hf_models.hf_parameter_paths`): an HF
+  tensor is decayed when `optimizer.weight_decay_mask` decays the parameters of ours it holds,
+  so both sides decay the same matrices by construction.
+  """
+  sources = hf_models.hf_parameter_paths(config, 'gpt2')
+  tree = {}
+  for paths in sources.values():
+    for path in paths:
+      node = tree
+      for key in path[:-1]:
+        node = node.setdefault(key, {})
+      node[path[-1]] = 0
+  mask = optimizer_lib.weight_decay_mask(tree)
+
+  def decays(path):
+    node = mask
+    for key in path:
+      node = node[key]
+    return node
+
+  return set(sources), {name for name, paths in sources.items() if all(map(decays, paths))}
+
+
 def torch_variants(
   config, batch_size: int, length: int, use_compile: bool
 ) -> list[tuple[str, Callable[[], None]]]:
@@ -109,6 +137,7 @@ def torch_variants(
     rng.integers(1, config.num_embeddings - 1, (batch_size, length)).astype(np.int64)
   )
   targets = torch.roll(tokens, -1, dims=1)
+  names, decayed = decayed_hf_tensors(config)
 
   def make(name, compiled):
     torch.manual_seed(0)
@@ -116,10 +145,13 @@ def torch_variants(
       gpt2, attn_implementation='sdpa', dtype=torch.float32
     )
     model.train()
-    decay = [
-      p for n, p in model.named_parameters() if p.ndim == 2 and 'wte' not in n and 'wpe' not in n
-    ]
-    no_decay = [p for n, p in model.named_parameters() if not any(p is q for q in decay)]
+    parameters = dict(model.named_parameters())
+    if set(parameters) != names:
+      raise RuntimeError(
+        f'GPT2LMHeadModel has {sorted(set(parameters) ^ names)} where the name map differs.'
+      )
+    decay = [p for n, p in parameters.items() if n in decayed]
+    no_decay = [p for n, p in parameters.items() if n not in decayed]
     optimizer = torch.optim.AdamW(
       [{'params': decay, 'weight_decay': 0.1}, {'params': no_decay, 'weight_decay': 0.0}],
       lr=1e-4,

@@ -14,12 +14,10 @@ import sys
 
 from absl import app
 from etils import epath
-import jax
-import numpy as np
-import orbax.checkpoint as ocp
 
-from pause_lm.checkpointing import integrity
 from pause_lm.checkpointing import checkpointer as checkpointing
+from pause_lm.checkpointing import integrity
+from pause_lm.checkpointing import step_folder
 
 INTACT, DAMAGED, UNVERIFIED = 'intact', 'DAMAGED', 'no checksums'
 
@@ -31,18 +29,11 @@ def checkpoints_folder(path: epath.PathLike) -> epath.Path:
 
 def verify_step(step_dir: epath.Path) -> tuple[str, str]:
   """(INTACT, DAMAGED or UNVERIFIED, details) for one step folder."""
-  if not (step_dir / checkpointing.CHECKSUMS).exists():
+  if not (step_dir / step_folder.CHECKSUMS).exists():
     return UNVERIFIED, 'written without checksums; cannot be verified'
   try:
-    recorded = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
-      step_dir / checkpointing.CHECKSUMS
-    )
-    checkpointer = ocp.PyTreeCheckpointer()
-    path = step_dir / checkpointing.STATE
-    tree = checkpointer.metadata(path).item_metadata.tree
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-    actual = integrity.inspect_state(state).checksums
+    recorded = step_folder.read_checksums(step_dir)
+    actual = integrity.inspect_state(step_folder.restore_numpy_state(step_dir)).checksums
   except Exception as e:  # pylint: disable=broad-except
     first_line = (str(e).strip().splitlines() or [''])[0]
     return DAMAGED, f'cannot be read: {type(e).__name__}: {first_line[:300]}'

@@ -6,7 +6,7 @@ r"""Evaluates a checkpoint on a downstream task, at any inference-time number of
 
 Writes metrics.json and predictions.jsonl to EVAL_OUTPUT_DIR (default: the checkpoint's step
 folder, under eval/TASK_EVALUATED) and prints the metrics. The evaluation itself lives in
-pause_lm/evaluation.py (this module only parses flags, as train.py does for trainer.py, so
+pause_lm/evaluation/evaluator.py (this module only parses flags, as train.py does for trainer.py, so
 that gin sees each configurable once).
 """
 

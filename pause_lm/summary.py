@@ -13,7 +13,7 @@ import jax
 
 from pause_lm.runtime import console
 from pause_lm.runtime import gin_utils
-from pause_lm.training import train_state
+from pause_lm.model import sizing
 from pause_lm.model.transformer import Decoder, ModelConfig
 
 _SEQ_LEN = flags.DEFINE_integer(
@@ -36,7 +36,7 @@ def module_table(config: ModelConfig):
   scanned model both collapse into one 'layers/...' row with `copies = num_layers`, so the table has
   the same shape whatever `scan_layers` is. Shapes come from eval_shape: nothing is allocated.
   """
-  params = train_state.abstract_params(Decoder(config))
+  params = sizing.abstract_params(Decoder(config))
   totals = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_boxed)[0]:
     names = [str(getattr(key, 'key', key)) for key in path][:-1]  # drop 'kernel', 'bias', ...

@@ -128,19 +128,11 @@ def _base(name: str) -> DownstreamBase:
   return _BASES[name]
 
 
-def _add(
-  name: str, spec: DownstreamBase, text_preprocessors, num_pauses, placement, filler, max_pauses
-):
+def _add(name: str, spec: DownstreamBase, text_preprocessors, variant: variants.Variant, filler):
   steps = list(text_preprocessors) + [seqio.preprocessors.tokenize]
-  if num_pauses or max_pauses is not None:
+  if variant.kind != 'std':
     steps.append(
-      preprocessors.with_args(
-        preprocessors.append_pauses,
-        num_pauses=num_pauses,
-        placement=placement,
-        filler=filler,
-        max_pauses=max_pauses,
-      )
+      preprocessors.with_args(preprocessors.append_pauses, variant=variant, filler=filler)
     )
   steps.append(seqio.preprocessors.append_eos_after_trim)
   seqio.TaskRegistry.add(
@@ -169,12 +161,12 @@ def register_pause_variant(
   With `max_pauses`, every example gets M drawn uniformly from num_pauses..max_pauses.
   """
   spec = _base(base)
-  name = variant_name(base, num_pauses, placement, filler, max_pauses)
+  variant = variants.Variant.make(num_pauses, placement, filler, max_pauses)
+  name = variant.task(base)
   if name not in seqio.TaskRegistry.names():
-    delay = dict(num_pauses=num_pauses, placement=placement, filler=filler, max_pauses=max_pauses)
-    _add(name, spec, spec.text_preprocessors, **delay)
+    _add(name, spec, spec.text_preprocessors, variant, filler)
     if spec.scoring:
-      _add(name + EVAL_SUFFIX, spec, spec.eval_text_preprocessors, **delay)
+      _add(name + EVAL_SUFFIX, spec, spec.eval_text_preprocessors, variant, filler)
       _SCORING.add(name + EVAL_SUFFIX)
   return name
 

@@ -44,6 +44,10 @@ accelerator_check, vs_pytorch = _import_benchmarks()
 
 _SAVED = []  # what the check hands its `save` after each part
 
+# One xdist worker runs this file (`--dist loadgroup`, the Makefile's), so the tiny check, the
+# file's slow part, runs once rather than once on each worker that gets one of its tests.
+pytestmark = pytest.mark.xdist_group('benchmarks')
+
 
 @pytest.fixture(scope='module')
 def tiny_check():

@@ -8,10 +8,7 @@ import importlib
 import io
 import logging
 import os
-import pathlib
 import re
-import subprocess
-import sys
 from typing import Any
 
 import flax.linen as nn
@@ -21,12 +18,12 @@ import optax
 import orbax.checkpoint  # noqa: F401  (imported for _record's module lookup)
 import pytest
 import seqio  # noqa: F401  (imported for _record's module lookup)
-import tensorflow as tf
 
 from pause_lm.runtime import console
 from pause_lm.training import train_state
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import REPO, read_scalars, run_python
+
 # The console may show, per log interval and per checkpoint save, at most this many lines.
 LINES_PER_INTERVAL = 1
 LINES_PER_SAVE = 0
@@ -38,29 +35,17 @@ PROGRESS = re.compile(
 )
 
 
+def _env_without_tf_log_level():
+  """The command's own default of TF_CPP_MIN_LOG_LEVEL is under test."""
+  return {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+
+
 def _run(module, *args, pythonpath=None):
-  env = dict(os.environ)
-  env.pop('TF_CPP_MIN_LOG_LEVEL', None)  # The command's own default is under test.
-  if pythonpath:
-    env['PYTHONPATH'] = os.pathsep.join([str(pythonpath), str(REPO)])
-  result = subprocess.run(
-    [sys.executable, '-m', module, *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 0, result.stderr[-5000:]
-  return result
+  return run_python('-m', module, *args, env=_env_without_tf_log_level(), pythonpath=pythonpath)
 
 
 def _event_tags(model_dir) -> set[str]:
-  tags = set()
-  for path in pathlib.Path(model_dir).glob('events.out.tfevents*'):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      tags.update(value.tag for value in event.summary.value)
-  return tags
+  return set(read_scalars(model_dir))
 
 
 def test_quickstart_console_has_one_progress_line_per_interval(tmp_path, small_run_flags):
@@ -265,19 +250,11 @@ def test_quiet_tensorflow_import_hides_file_descriptor_2_and_restores_it(tmp_pat
     'assert "tensorflow" in sys.modules\n'
     'os.write(2, b"after\\n")\n'
   )
-  env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
-  result = subprocess.run(
-    [sys.executable, '-c', script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
-  )
-  assert result.returncode == 0, result.stderr
+  env = _env_without_tf_log_level()
+  result = run_python('-c', script, env=env, timeout=60)
   assert result.stderr == 'after\n'
   # TF_CPP_MIN_LOG_LEVEL=0 asks for TensorFlow's C++ logs: nothing is hidden.
-  result = subprocess.run(
-    [sys.executable, '-c', script],
-    cwd=REPO,
-    env={**env, 'TF_CPP_MIN_LOG_LEVEL': '0'},
-    capture_output=True,
-    text=True,
-    timeout=60,
+  result = run_python(
+    '-c', script, env={**env, 'TF_CPP_MIN_LOG_LEVEL': '0'}, timeout=60, check=False
   )
   assert result.stderr == 'banner\nafter\n'

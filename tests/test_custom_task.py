@@ -2,13 +2,10 @@
 evaluates through the real commands."""
 
 import json
-import os
-import pathlib
 import re
-import subprocess
-import sys
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import REPO, run_python
+
 # The tests' small model, after the run file.
 SMALL_MODEL = (
   '--gin_file=gin/experiments/tiny_test_model.gin',
@@ -22,17 +19,7 @@ def _code_block(language):
 
 
 def _run(module, *args, pythonpath):
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(pythonpath), str(REPO)]))
-  result = subprocess.run(
-    [sys.executable, '-m', module, *args, *SMALL_MODEL],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 0, result.stderr[-5000:]
-  return result
+  return run_python('-m', module, *args, *SMALL_MODEL, pythonpath=pythonpath)
 
 
 def test_documented_custom_task_finetunes_and_evaluates(tmp_path):

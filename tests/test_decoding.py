@@ -12,6 +12,8 @@ import pytest
 from pause_lm.model import decoding
 from pause_lm.model.transformer import Decoder, ModelConfig
 
+from conftest import LLAMA_FAMILY
+
 VOCAB = 50  # ordinary token ids 0..49
 PAUSE = VOCAB  # the pause row
 NUM_EMBEDDINGS = 56  # + alignment padding rows
@@ -29,15 +31,10 @@ LLAMA_CONFIG = dataclasses.replace(
   CONFIG,
   num_heads=4,
   num_kv_heads=2,
-  norm='rms_norm',
-  position_embedding='rope',
   rope_scaling='llama3',
   rope_scaling_factor=4.0,
   rope_original_max_len=16,
-  mlp_activation='swiglu',
-  qkv_bias=False,
-  dense_bias=False,
-  tie_embeddings=True,
+  **LLAMA_FAMILY,
 )
 
 
@@ -155,7 +152,7 @@ def test_prefix_lm_and_pauses_change_the_generation():
 def test_stops_at_eos_per_example():
   params = _params()
   prefixes, lengths = _prefixes(4)
-  free, _ = decoding.generate(
+  free = decoding.generate(
     params,
     CONFIG,
     prefixes,
@@ -164,9 +161,9 @@ def test_stops_at_eos_per_example():
     prefix_lm=True,
     eos_id=NUM_EMBEDDINGS,
     vocab_limit=VOCAB,
-  )
+  ).tokens
   eos = int(free[0, 2])
-  tokens, out_lengths = decoding.generate(
+  tokens, out_lengths, _ = decoding.generate(
     params,
     CONFIG,
     prefixes,
@@ -198,7 +195,7 @@ def _params_favouring(token_ids):
 def test_never_emits_pause_or_padding_rows():
   params = _params_favouring(jnp.arange(VOCAB, NUM_EMBEDDINGS))
   prefixes, lengths = _prefixes(4)
-  greedy, _ = decoding.generate(
+  greedy = decoding.generate(
     params,
     CONFIG,
     prefixes,
@@ -207,8 +204,8 @@ def test_never_emits_pause_or_padding_rows():
     prefix_lm=True,
     eos_id=NUM_EMBEDDINGS,
     vocab_limit=VOCAB,
-  )
-  sampled, _ = decoding.generate(
+  ).tokens
+  sampled = decoding.generate(
     params,
     CONFIG,
     prefixes,
@@ -219,11 +216,11 @@ def test_never_emits_pause_or_padding_rows():
     vocab_limit=VOCAB,
     temperature=5.0,
     rng=jax.random.key(3),
-  )
+  ).tokens
   assert int(jnp.max(greedy)) < VOCAB
   assert int(jnp.max(sampled)) < VOCAB
   # Without the limit the favoured rows do win, so the assertions above can fail.
-  unlimited, _ = decoding.generate(
+  unlimited = decoding.generate(
     params,
     CONFIG,
     prefixes,
@@ -232,7 +229,7 @@ def test_never_emits_pause_or_padding_rows():
     prefix_lm=True,
     eos_id=NUM_EMBEDDINGS,
     vocab_limit=NUM_EMBEDDINGS,
-  )
+  ).tokens
   assert int(jnp.max(unlimited)) >= VOCAB
 
 
@@ -240,10 +237,10 @@ def test_top_1_sampling_is_greedy_and_sampling_varies():
   params = _params()
   prefixes, lengths = _prefixes(4)
   kwargs = dict(max_decode_len=STEPS, prefix_lm=True, eos_id=NUM_EMBEDDINGS, vocab_limit=VOCAB)
-  greedy, _ = decoding.generate(params, CONFIG, prefixes, lengths, **kwargs)
-  top1, _ = decoding.generate(
+  greedy = decoding.generate(params, CONFIG, prefixes, lengths, **kwargs).tokens
+  top1 = decoding.generate(
     params, CONFIG, prefixes, lengths, temperature=1.0, top_k=1, rng=jax.random.key(0), **kwargs
-  )
+  ).tokens
   np.testing.assert_array_equal(greedy, top1)
   draws = [
     decoding.generate(
@@ -301,7 +298,7 @@ def test_score_of_greedy_continuation_matches_generation_logits():
 def test_score_ranks_the_likelier_continuation_first():
   params = _params()
   prefixes, lengths = _prefixes(4)
-  tokens, _ = decoding.generate(
+  tokens = decoding.generate(
     params,
     CONFIG,
     prefixes,
@@ -310,7 +307,7 @@ def test_score_ranks_the_likelier_continuation_first():
     prefix_lm=True,
     eos_id=NUM_EMBEDDINGS,
     vocab_limit=VOCAB,
-  )
+  ).tokens
   other = (np.asarray(tokens) + 7) % (VOCAB - 1) + 1
   greedy_score, _ = decoding.score(
     params, CONFIG, _prefix_lm_batch(np.asarray(prefixes), np.asarray(lengths), np.asarray(tokens))

@@ -1,22 +1,20 @@
 """Evaluation: the offline PausePT -> PauseFT -> evaluate flow, inference-time M, metrics.
 
-The end-to-end test runs the real commands (pretrain, finetune with periodic evaluation,
-evaluate) on a model that trains in milliseconds per step; the others use freshly initialised
-parameters in-process, which is all that prefill inputs, metric plumbing and batch-size
-invariance need.
+The end-to-end test runs the real commands' settings (pretrain, finetune with periodic
+evaluation, evaluate: their gin files and flags, parsed as the commands parse them) in this
+process, on a model that trains in milliseconds per step; what it checks is what the runs
+write, and test_train.py and test_console.py start the commands themselves. The others use
+freshly initialised parameters in-process, which is all that prefill inputs, metric plumbing
+and batch-size invariance need.
 """
 
 import functools
 import json
-import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from pause_lm.pipeline import datasets as data
 from pause_lm.model import decoding
@@ -25,7 +23,8 @@ from pause_lm.evaluation import evaluator as evaluation
 from pause_lm.runtime import sharding
 from pause_lm.model.transformer import Decoder, ModelConfig
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import read_scalars, run_in_process
+
 SEQUENCE_LENGTH = 96
 M = 8
 # The tests' small model (gin/experiments/tiny_test_model.gin), as flags after a run file.
@@ -38,25 +37,17 @@ CONFIG = ModelConfig(
 )
 
 
-def _run(module, *args):
-  command = [sys.executable, '-m', module, *args]
-  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-5000:]
-  return result
-
-
 def _bindings(*bindings):
   return [*SMALL_MODEL, *(f'--gin_bindings={b}' for b in bindings)]
 
 
 def _eval_scalars(model_dir):
-  values = {}
-  for path in pathlib.Path(model_dir).glob('events.out.tfevents*'):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      for value in event.summary.value:
-        if value.tag.startswith('eval/'):
-          values[(event.step, value.tag)] = float(tf.make_ndarray(value.tensor))
-  return values
+  return {
+    (step, tag): value
+    for tag, values in read_scalars(model_dir).items()
+    if tag.startswith('eval/')
+    for step, value in values.items()
+  }
 
 
 _GENERATE = decoding.generate
@@ -72,7 +63,7 @@ def _params():
 
 def test_pausept_pauseft_then_evaluate_at_several_inference_m(tmp_path):
   pretrained, finetuned = tmp_path / 'pausept', tmp_path / 'pauseft'
-  _run(
+  run_in_process(
     'pause_lm.train',
     '--gin_file=gin/quickstart.gin',
     f"--gin.MODEL_DIR='{pretrained}'",
@@ -83,7 +74,7 @@ def test_pausept_pauseft_then_evaluate_at_several_inference_m(tmp_path):
       'WARMUP_STEPS = 2',
     ),
   )
-  _run(
+  run_in_process(
     'pause_lm.train',
     '--gin_file=gin/pauseft.gin',
     f"--gin.MODEL_DIR='{finetuned}'",
@@ -107,9 +98,9 @@ def test_pausept_pauseft_then_evaluate_at_several_inference_m(tmp_path):
   periodic = json.loads((finetuned / 'eval' / 'step_20' / 'metrics.json').read_text())
   assert periodic['num_examples'] == 8 and periodic['num_inference_pauses'] == M
 
-  # The command line, at M_inf = M / 2.
+  # The evaluate command's settings, at M_inf = M / 2.
   out = tmp_path / 'half'
-  _run(
+  run_in_process(
     'pause_lm.evaluate',
     '--gin_file=gin/evaluate.gin',
     f"--gin.CHECKPOINT_PATH='{finetuned}'",

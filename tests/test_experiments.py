@@ -5,8 +5,6 @@ import json
 import logging
 import re
 import shlex
-import subprocess
-import sys
 
 from etils import epath
 import pytest
@@ -14,7 +12,10 @@ import pytest
 from pause_lm import experiments
 from pause_lm.runtime import eval_results
 from pause_lm.grid import spec as grid_lib
-from pause_lm import report
+from pause_lm.grid import report
+from pause_lm.grid import runner
+
+from conftest import run_python
 
 Finetune = grid_lib.Finetune
 
@@ -135,7 +136,7 @@ def test_grid_rejects_bad_settings():
 
 
 def test_printed_commands_in_stages_and_parseable():
-  text = experiments.print_commands(grid_lib.expand(_grid(tasks=['squad'], num_seeds=1)))
+  text = runner.print_commands(grid_lib.expand(_grid(tasks=['squad'], num_seeds=1)))
   stages = [line for line in text.splitlines() if line.startswith('#')]
   assert [s.split(':')[0] for s in stages] == ['# pretraining', '# finetuning', '# evaluation']
   commands = [shlex.split(line) for line in text.splitlines() if not line.startswith('#')]
@@ -236,19 +237,13 @@ def test_report_counts_empty_answers(tmp_path):
 
 
 def test_print_commands_command_line():
-  output = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'pause_lm.experiments',
-      '--gin_file=gin/experiments/toy.gin',
-      '--gin.NUM_SEEDS=1',
-      '--print_commands',
-      '--only=pretrain/',
-    ],
-    capture_output=True,
-    text=True,
-    check=True,
+  output = run_python(
+    '-m',
+    'pause_lm.experiments',
+    '--gin_file=gin/experiments/toy.gin',
+    '--gin.NUM_SEEDS=1',
+    '--print_commands',
+    '--only=pretrain/',
     cwd=grid_lib.__file__.rsplit('/', 2)[0],
   )
   lines = output.stdout.splitlines()
@@ -263,9 +258,7 @@ def _mtimes(folder: epath.Path) -> dict[str, float]:
 
 def test_tiny_grid_end_to_end_resumes_and_reports(tmp_path, caplog):
   caplog.set_level(logging.INFO)
-  grid = experiments.load_grid(
-    ['gin/experiments/tiny_test.gin'], [f"EXPERIMENT_DIR = '{tmp_path}'"]
-  )
+  grid = runner.load_grid(['gin/experiments/tiny_test.gin'], [f"EXPERIMENT_DIR = '{tmp_path}'"])
   # An interrupted grid: pretraining done, one finetuning run stopped at step 2 of 3, and
   # evaluated there.
   early = dataclasses.replace(grid, finetune_bindings={**grid.finetune_bindings, 'TRAIN_STEPS': 2})
@@ -319,15 +312,13 @@ def test_tiny_grid_end_to_end_resumes_and_reports(tmp_path, caplog):
 
 
 def test_run_refuses_to_start_before_its_pretraining(tmp_path):
-  grid = experiments.load_grid(
-    ['gin/experiments/tiny_test.gin'], [f"EXPERIMENT_DIR = '{tmp_path}'"]
-  )
+  grid = runner.load_grid(['gin/experiments/tiny_test.gin'], [f"EXPERIMENT_DIR = '{tmp_path}'"])
   with pytest.raises(RuntimeError, match='pretrain/stdpt, which is not finished'):
     experiments.run_grid(grid, only='stdpt_stdft/seed0$')
 
 
 def test_random_m_finetune_then_evaluate_at_zero_and_hi(tmp_path):
-  grid = experiments.load_grid(
+  grid = runner.load_grid(
     ['gin/experiments/tiny_test.gin'],
     [
       f"EXPERIMENT_DIR = '{tmp_path}'",

@@ -1,12 +1,11 @@
 """Command-line gin handling: the shorthand, and no flags defined by importing the library."""
 
-import subprocess
-import sys
-
 from absl import app
 import pytest
 
 from pause_lm.runtime import gin_utils
+
+from conftest import run_python
 
 
 def test_shorthand_becomes_a_binding():
@@ -22,12 +21,16 @@ def test_importing_the_library_defines_no_flags():
   code = (
     'from absl import flags\n'
     'from pause_lm.runtime import gin_utils\n'
-    'from pause_lm.training import trainer\n'
+    'from pause_lm.training import aot, trainer\n'
     'from pause_lm import evaluation\n'
     "assert 'gin_file' not in flags.FLAGS, 'defined at import'\n"
+    # Multi-host start-up and the AOT check: defined by `python -m pause_lm.train`, which
+    # passes their values in.
+    "for name in ('distributed', 'coordinator_address', 'num_processes', 'process_id',\n"
+    "             'simulated_devices'):\n"
+    "  assert name not in flags.FLAGS, f'--{name} defined at import'\n"
     'gin_utils.define_flags()\n'
     'gin_utils.define_flags()  # Twice is fine: the commands share one FLAGS.\n'
     "assert 'gin_file' in flags.FLAGS\n"
   )
-  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
+  run_python('-c', code)

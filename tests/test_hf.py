@@ -19,7 +19,7 @@ import safetensors.numpy
 import tokenizers
 
 from pause_lm.checkpointing import checkpointer as checkpointing
-from pause_lm import convert
+from pause_lm.hf import convert
 from pause_lm.model import decoding
 from pause_lm.hf import models as hf
 from pause_lm.model.transformer import Decoder, ModelConfig
@@ -75,7 +75,7 @@ def test_kv_cache_greedy_decoding_matches_transformers(family):
   prefixes = np.zeros((3, max(map(len, prompts))), np.int32)
   for row, prompt in enumerate(prompts):
     prefixes[row, : len(prompt)] = prompt
-  tokens, _ = decoding.generate(
+  tokens = decoding.generate(
     params,
     config,
     jnp.asarray(prefixes),
@@ -84,7 +84,7 @@ def test_kv_cache_greedy_decoding_matches_transformers(family):
     prefix_lm=False,
     eos_id=config.num_embeddings,
     vocab_limit=vocab,
-  )
+  ).tokens
   np.testing.assert_array_equal(tokens, np.stack([ref[f'greedy_{i}'] for i in range(3)]))
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from pause_lm.model.transformer import Decoder, ModelConfig
 
+from conftest import LLAMA_FAMILY
+
 NUM_EMBEDDINGS = 40
 PAUSE = 37
 UNUSED_ROW = 39
@@ -21,15 +23,10 @@ SMALL = dict(
 # (its original length small enough that the blend matters here), SwiGLU, no biases, tied head.
 LLAMA = dict(
   num_kv_heads=1,
-  norm='rms_norm',
-  position_embedding='rope',
   rope_scaling='llama3',
   rope_scaling_factor=8.0,
   rope_original_max_len=16,
-  mlp_activation='swiglu',
-  qkv_bias=False,
-  dense_bias=False,
-  tie_embeddings=True,
+  **LLAMA_FAMILY,
 )
 FAMILIES = {'gpt2': {}, 'llama': LLAMA}
 

@@ -5,17 +5,14 @@ start-up). The processes are started by launch/local_multiprocess.sh, the same
 script users run.
 """
 
-import json
 import os
-import pathlib
 import shutil
-import subprocess
 import sys
 
 import pytest
-import tensorflow as tf
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import EIGHT_DEVICES, REPO, read_scalars, register_eight_device_script, run_python
+
 LAUNCH = REPO / 'launch' / 'local_multiprocess.sh'
 # After gin/experiments/tiny_test_model.gin, the tests' small model.
 SMALL = (
@@ -53,46 +50,19 @@ def cpu_env(devices):
 
 
 def run_one_process(devices, model_dir, *bindings):
-  result = subprocess.run(
-    [sys.executable, *train_args(model_dir, *bindings)],
-    cwd=REPO,
-    env=cpu_env(devices),
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 0, result.stderr[-5000:]
+  run_python(*train_args(model_dir, *bindings), env=cpu_env(devices))
 
 
 def run_processes(processes, devices, model_dir, log_dir, *bindings):
   env = dict(cpu_env(devices), LOG_DIR=str(log_dir), PYTHON_BIN=sys.executable)
   env.pop('XLA_FLAGS')
-  result = subprocess.run(
-    [
-      'bash',
-      str(LAUNCH),
-      str(processes),
-      str(devices),
-      sys.executable,
-      *train_args(model_dir, *bindings),
-    ],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 0, result.stderr[-5000:]
+  # The launch script starts the processes (python -m ... after the script's own arguments).
+  launch = [str(LAUNCH), str(processes), str(devices), sys.executable]
+  run_python(*launch, *train_args(model_dir, *bindings), env=env, program='bash')
 
 
 def read_losses(model_dir):
-  losses = {}
-  for path in sorted(pathlib.Path(model_dir).glob('events.out.tfevents*')):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      for value in event.summary.value:
-        if value.tag == 'loss':
-          losses[event.step] = float(tf.make_ndarray(value.tensor))
-  return losses
+  return read_scalars(model_dir)['loss']
 
 
 def test_two_processes_match_one_and_resume_on_a_different_mesh(tmp_path):
@@ -136,9 +106,9 @@ def test_two_processes_match_one_and_resume_on_a_different_mesh(tmp_path):
   )
 
 
-# Saves a tiny train state on one mesh and restores it on others.
+# Saves a tiny train state on one mesh and restores it on others (in conftest's 8-device process).
 _RESHARD_SCRIPT = """
-import json, sys
+import sys
 import jax, numpy as np
 from pause_lm.checkpointing import checkpointer as checkpointing
 from pause_lm.model import transformer as model
@@ -187,22 +157,13 @@ for source in (8, 2):
     kernel = restored['params']['layers_0']['attention']['query']['kernel']
     out[f'{source}->{target}'] = [equal, len(kernel.sharding.device_set),
                                   kernel.sharding.shard_shape(kernel.shape)]
-print('RESULT', json.dumps(out))
 """
+register_eight_device_script('reshard', _RESHARD_SCRIPT)
 
 
-def test_checkpoint_restores_on_more_or_fewer_devices(tmp_path):
-  result = subprocess.run(
-    [sys.executable, '-c', _RESHARD_SCRIPT, str(tmp_path)],
-    cwd=REPO,
-    env=cpu_env(8),
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 0, result.stderr[-5000:]
-  line = next(x for x in result.stdout.splitlines() if x.startswith('RESULT'))
-  out = json.loads(line[len('RESULT') :])
+@EIGHT_DEVICES
+def test_checkpoint_restores_on_more_or_fewer_devices(eight_device_results):
+  out = eight_device_results('reshard')
   # [parameters equal, devices holding the query kernel, its shard shape];
   # the kernel is [embed 32, heads 2, kv 16], split embed->fsdp, heads->tensor.
   assert out == {
@@ -214,20 +175,12 @@ def test_checkpoint_restores_on_more_or_fewer_devices(tmp_path):
 
 
 def test_compile_only_prints_per_device_memory(tmp_path):
-  result = subprocess.run(
-    [
-      sys.executable,
-      *train_args(tmp_path / 'unused', 'create_mesh.fsdp = 4'),
-      '--compile_only',
-      '--simulated_devices=4',
-    ],
-    cwd=REPO,
+  result = run_python(
+    *train_args(tmp_path / 'unused', 'create_mesh.fsdp = 4'),
+    '--compile_only',
+    '--simulated_devices=4',
     env=cpu_env(1),
-    capture_output=True,
-    text=True,
-    timeout=300,
   )
-  assert result.returncode == 0, result.stderr[-5000:]
   for field in ('arguments', 'outputs', 'temporaries', 'total'):
     assert f'  {field}' in result.stdout
   assert "mesh {'data': 1, 'fsdp': 4, 'tensor': 1}" in result.stdout

@@ -10,6 +10,7 @@ import seqio
 import tensorflow as tf
 
 from pause_lm.data import preprocessors
+from pause_lm.data import variants
 from pause_lm.data import vocab as vocab_lib
 
 BASE = seqio.ByteVocabulary()
@@ -213,12 +214,13 @@ def test_inject_pauses_needs_a_pause_vocabulary():
     )
 
 
-def _append(prefix, m, length=None, **kwargs):
+def _append(prefix, m, length=None, placement='append', filler=None, **kwargs):
   ds = tf.data.Dataset.from_tensors(
     {'inputs': tf.constant(prefix, tf.int32), 'targets': tf.constant([7, 7], tf.int32)}
   )
   lengths = None if length is None else {'inputs': length, 'targets': 4}
-  out = preprocessors.append_pauses(ds, lengths, FEATURES, m, **kwargs)
+  variant = variants.Variant.make(m, placement, filler)
+  out = preprocessors.append_pauses(ds, lengths, FEATURES, variant, filler, **kwargs)
   ex = next(out.as_numpy_iterator())
   return ex['inputs'].tolist(), int(ex[preprocessors.TRUNCATED_KEY])
 
@@ -237,6 +239,13 @@ def test_filler_uses_an_ordinary_token():
     _append([5, 6], 2, filler='..')
 
 
+def test_a_filler_token_goes_with_a_filler_variant_only():
+  ds = tf.data.Dataset.from_tensors({'inputs': tf.constant([5, 6], tf.int32)})
+  for variant, filler in ((variants.Variant('filler', 2), None), (variants.Variant('pause', 2), 0)):
+    with pytest.raises(ValueError, match='filler variant needs its filler token'):
+      preprocessors.append_pauses(ds, None, FEATURES, variant, filler)
+
+
 def test_truncation_cuts_the_prefix_never_the_pauses():
   prefix = list(range(10, 20))
   inputs, cut = _append(prefix, 4, length=8)
@@ -253,14 +262,15 @@ def test_too_many_pauses_for_the_length_is_an_error():
     _append([5], 8, length=8)
 
 
-def _random_m(prefixes, lo, hi, seed, length=None, **kwargs):
+def _random_m(prefixes, lo, hi, seed, length=None, placement='append', filler=None):
   """Appends lo..hi pauses per example under seqio seed `seed`; (inputs, cut) per example."""
   ds = tf.data.Dataset.from_tensor_slices(tf.ragged.constant(prefixes, tf.int32)).map(
     lambda p: {'inputs': p, 'targets': tf.constant([7, 7], tf.int32)}
   )
   lengths = None if length is None else {'inputs': length, 'targets': 4}
+  variant = variants.Variant.make(lo, placement, filler, max_pauses=hi)
   with seqio.utils.map_seed_manager(seed):
-    out = preprocessors.append_pauses(ds, lengths, FEATURES, lo, max_pauses=hi, **kwargs)
+    out = preprocessors.append_pauses(ds, lengths, FEATURES, variant, filler)
   return [
     (ex['inputs'].tolist(), int(ex[preprocessors.TRUNCATED_KEY])) for ex in out.as_numpy_iterator()
   ]
@@ -305,7 +315,7 @@ def test_random_m_with_filler_and_bad_ranges():
   dot = BASE.encode('.')[0]
   for inputs, _ in _random_m([[5, 6]] * 20, 1, 3, seed=1, filler='.'):
     assert inputs[:2] == [5, 6] and 1 <= len(inputs) - 2 <= 3 and set(inputs[2:]) == {dot}
-  with pytest.raises(ValueError, match='must exceed num_pauses'):
+  with pytest.raises(ValueError, match='lo < hi'):  # The Variant refuses it.
     _random_m([[5]], 4, 4, seed=1)
   with pytest.raises(ValueError, match='no room for the prefix'):
     _random_m([[5]], 0, 8, seed=1, length=8)

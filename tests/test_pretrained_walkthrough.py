@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from pause_lm.checkpointing import checkpointer as checkpointing
-from pause_lm import convert
+from pause_lm.hf import convert
 from pause_lm.evaluation import evaluator as evaluation
 from pause_lm.runtime import gin_utils
 from pause_lm.hf import models as hf
@@ -74,7 +74,7 @@ def _run(command):
 
 
 def _load(model_dir, config):
-  return convert._checkpoint_params(model_dir, config)[1]  # pylint: disable=protected-access
+  return convert.checkpoint_params(model_dir, config)[1]
 
 
 def test_walkthrough(tmp_path, monkeypatch):

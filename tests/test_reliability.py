@@ -22,6 +22,8 @@ from pause_lm.runtime import run_lock
 from pause_lm.training import settings_check
 from pause_lm.training import trainer
 
+from conftest import run_python
+
 
 pytestmark = pytest.mark.usefixtures('in_repo_root')
 
@@ -160,13 +162,7 @@ def test_no_intact_step_stops_and_moves_nothing(tmp_path, configure):
 
 
 def test_verify_command_exit_code(tmp_path):
-  result = subprocess.run(
-    [sys.executable, '-m', 'pause_lm.checkpoints', 'verify', str(tmp_path)],
-    cwd=gin_utils.REPO_ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  result = run_python('-m', 'pause_lm.checkpoints', 'verify', tmp_path, timeout=120, check=False)
   assert result.returncode == 0 and 'no checkpoint steps' in result.stdout
 
 
@@ -388,3 +384,4 @@ def test_lock_of_a_dead_run_on_this_host_is_taken_over(tmp_path, caplog):
 def test_settings_check_reads_the_pause_count_of_a_task():
   assert settings_check.task_num_pauses('synthetic_qa_pause10') == 10
   assert settings_check.task_num_pauses('synthetic_qa_std') == 0
+  assert settings_check.task_num_pauses('synthetic_qa_pause2to7_prepend') == 7  # The largest M.

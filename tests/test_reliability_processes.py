@@ -1,15 +1,11 @@
 """Reliability faults that need real processes: two runs on one MODEL_DIR, a failing
 background save, a typo on the command line (docs/reliability.md)."""
 
-import os
-import pathlib
 import re
 import signal
 import subprocess
-import sys
 
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import REPO, run_python
 
 
 def test_a_second_run_on_one_model_dir_stops_at_once_and_names_the_first(tmp_path, train_command):
@@ -26,12 +22,8 @@ def test_a_second_run_on_one_model_dir_stops_at_once_and_names_the_first(tmp_pat
       if re.search(r'step +4/100000 .*loss', line):
         break
     config = (model_dir / 'config.gin').read_text()
-    second = subprocess.run(
-      train_command(model_dir, 'TRAIN_STEPS = 3', 'BATCH_SIZE = 16'),
-      cwd=REPO,
-      capture_output=True,
-      text=True,
-      timeout=300,
+    second = run_python(
+      *train_command(model_dir, 'TRAIN_STEPS = 3', 'BATCH_SIZE = 16')[1:], check=False
     )
     assert second.returncode == 1
     last = second.stderr.strip().splitlines()
@@ -53,16 +45,10 @@ def test_a_second_run_on_one_model_dir_stops_at_once_and_names_the_first(tmp_pat
 
 def test_a_failed_background_save_stops_training_with_the_cause_last(tmp_path, train_command):
   model_dir = tmp_path / 'run'
-  result = subprocess.run(
-    train_command(
-      model_dir, 'import save_fault', 'TRAIN_STEPS = 1000', 'CheckpointConfig.save_every_steps = 1'
-    ),
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    env=dict(os.environ, PYTHONPATH=str(REPO / 'tests')),
+  command = train_command(
+    model_dir, 'import save_fault', 'TRAIN_STEPS = 1000', 'CheckpointConfig.save_every_steps = 1'
   )
+  result = run_python(*command[1:], pythonpath=REPO / 'tests', check=False)
   assert result.returncode == 1
   tail = '\n'.join(result.stderr.strip().splitlines()[-4:])
   assert 'CheckpointSaveError: Writing a checkpoint to' in tail, tail
@@ -74,19 +60,14 @@ def test_a_failed_background_save_stops_training_with_the_cause_last(tmp_path, t
 
 
 def test_a_mistyped_macro_fails_before_training():
-  result = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'pause_lm.train',
-      '--gin_file=gin/quickstart.gin',
-      "--gin.MODEL_DIR='/nonexistent/never'",
-      '--gin.TRAIN_STEP=10',
-    ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
+  result = run_python(
+    '-m',
+    'pause_lm.train',
+    '--gin_file=gin/quickstart.gin',
+    "--gin.MODEL_DIR='/nonexistent/never'",
+    '--gin.TRAIN_STEP=10',
     timeout=120,
+    check=False,
   )
   assert result.returncode != 0
   assert 'TRAIN_STEP: Did you mean TRAIN_STEPS?' in result.stderr

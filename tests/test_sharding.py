@@ -1,22 +1,17 @@
 """Mesh construction, batch checks, and 8 simulated devices == 1 device."""
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import flax.linen as nn
 import jax
 import pytest
 
 from pause_lm.runtime import sharding
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import EIGHT_DEVICES, LLAMA_FAMILY, register_eight_device_script
 
-# Runs in a fresh process: the device count is fixed when jax starts.
+# Runs in conftest's 8-device process (the device count is fixed when jax starts), once per
+# family, after `BINDINGS = [...]`: the family's runs on 1 and on 8 devices.
 _EIGHT_DEVICE_SCRIPT = """
-import json, sys
+import sys
 import gin, jax
 from jax.sharding import PartitionSpec as P
 from pause_lm.runtime import gin_utils
@@ -31,14 +26,14 @@ def run(mesh, model_dir):
       'ModelConfig.max_len = 64', 'SEQUENCE_LENGTH = 32', 'BATCH_SIZE = 8',
       'WARMUP_STEPS = 2', 'TRAIN_STEPS = 4', 'train.log_every_steps = 1',
       'train.num_microbatches = %d' % mesh.shape['tensor'],
-      f"MODEL_DIR = '{model_dir}'"] + json.loads(sys.argv[2]))
+      f"MODEL_DIR = '{model_dir}'"] + BINDINGS)
   result = trainer.train(mesh=mesh)
   embedding = result.state['params']['token_embed']['embedding']
   return [m['loss'] for _, m in result.history], str(embedding.sharding.spec)
 
 one = run(sharding.create_mesh(devices=jax.devices()[:1]), sys.argv[1] + '/1')
 eight = run(sharding.create_mesh(data=2, fsdp=2, tensor=2), sys.argv[1] + '/8')
-print('RESULT', json.dumps({'one': one, 'eight': eight}))
+out = {'one': one, 'eight': eight}
 """
 
 
@@ -46,29 +41,18 @@ print('RESULT', json.dumps({'one': one, 'eight': eight}))
 # while query heads, MLP and vocabulary split over tensor=2.
 _LLAMA_BINDINGS = [
   'ModelConfig.num_kv_heads = 1',
-  "ModelConfig.norm = 'rms_norm'",
-  "ModelConfig.position_embedding = 'rope'",
-  "ModelConfig.mlp_activation = 'swiglu'",
-  'ModelConfig.qkv_bias = False',
-  'ModelConfig.dense_bias = False',
-  'ModelConfig.tie_embeddings = True',
+  *(f'ModelConfig.{name} = {value!r}' for name, value in LLAMA_FAMILY.items()),
 ]
+FAMILIES = {'gpt2': [], 'llama': _LLAMA_BINDINGS}
+for _family, _bindings in FAMILIES.items():
+  _script = f'BINDINGS = {_bindings!r}\n' + _EIGHT_DEVICE_SCRIPT
+  register_eight_device_script(f'sharding_{_family}', _script)
 
 
-@pytest.mark.parametrize('bindings', [[], _LLAMA_BINDINGS], ids=['gpt2', 'llama'])
-def test_eight_devices_give_the_losses_of_one(tmp_path, bindings):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
-  result = subprocess.run(
-    [sys.executable, '-c', _EIGHT_DEVICE_SCRIPT, str(tmp_path), json.dumps(bindings)],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=400,
-  )
-  assert result.returncode == 0, result.stderr[-5000:]
-  line = next(x for x in result.stdout.splitlines() if x.startswith('RESULT'))
-  out = json.loads(line[len('RESULT') :])
+@EIGHT_DEVICES
+@pytest.mark.parametrize('family', FAMILIES)
+def test_eight_devices_give_the_losses_of_one(eight_device_results, family):
+  out = eight_device_results(f'sharding_{family}')
   (one_losses, one_spec), (eight_losses, eight_spec) = out['one'], out['eight']
   assert len(one_losses) == 4
   assert one_losses == pytest.approx(eight_losses, abs=1e-5)

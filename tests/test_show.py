@@ -1,17 +1,15 @@
 """`python -m pause_lm.show` shows pauses and which targets are weighted."""
 
 import json
-import subprocess
-import sys
 
 from pause_lm.pipeline import datasets as data
 from pause_lm import show
 
+from conftest import run_python
+
 
 def _run(*args):
-  return subprocess.run(
-    [sys.executable, '-m', 'pause_lm.show', *args], check=True, capture_output=True, text=True
-  ).stdout
+  return run_python('-m', 'pause_lm.show', *args).stdout
 
 
 def test_text_view_marks_unweighted_pause_targets():

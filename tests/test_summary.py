@@ -1,28 +1,14 @@
 """The summary CLI reports the paper's sizes without allocating the model."""
 
-import os
-import subprocess
-import sys
-
 from pause_lm import summary
 from pause_lm.model.transformer import ModelConfig
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import LLAMA_FAMILY, run_python
 
 
 def test_cli_prints_table5_total_for_1b():
-  result = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'pause_lm.summary',
-      '--gin_file=gin/models/1b.gin',
-      '--gin.NUM_EMBEDDINGS=32297',
-    ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    check=True,
+  result = run_python(
+    '-m', 'pause_lm.summary', '--gin_file=gin/models/1b.gin', '--gin.NUM_EMBEDDINGS=32297'
   )
   assert 'total parameters: 1,345,085,440' in result.stdout
   assert 'layers/mlp/wi' in result.stdout
@@ -52,12 +38,7 @@ def test_llama_family_rows_and_flops():
     emb_dim=16,
     mlp_dim=32,
     max_len=8,
-    norm='rms_norm',
-    position_embedding='rope',
-    mlp_activation='swiglu',
-    qkv_bias=False,
-    dense_bias=False,
-    tie_embeddings=True,
+    **LLAMA_FAMILY,
   )
   config = ModelConfig(**kwargs)
   rows = dict(

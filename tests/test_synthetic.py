@@ -2,13 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import seqio
 
 from pause_lm.data import synthetic
 from pause_lm.data import vocab as vocab_lib
+
+from conftest import run_python
 
 # The ids and file name that the vocabulary had when it was trained at import (before it
 # became lazy): the lazy one must train the same model into the same cache file.
@@ -41,10 +41,7 @@ print(json.dumps({{"registered": registered, "used": listing(), "ids": ids,
 
 def test_tasks_register_without_training_and_train_on_first_use(tmp_path):
   env = dict(os.environ, PAUSE_LM_CACHE=str(tmp_path / 'cache'))
-  result = subprocess.run(
-    [sys.executable, '-c', _SCRIPT], env=env, capture_output=True, text=True, timeout=300
-  )
-  assert result.returncode == 0, result.stderr[-5000:]
+  result = run_python('-c', _SCRIPT, env=env)
   out = json.loads(result.stdout.strip().splitlines()[-1])
   assert out['registered'] == []
   assert out['used'] == [MODEL_FILE]

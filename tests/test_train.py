@@ -9,15 +9,13 @@ import pathlib
 import re
 import signal
 import subprocess
-import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-import tensorflow as tf
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import REPO, read_scalars, run_python
 
 
 @pytest.fixture
@@ -25,24 +23,9 @@ def run_train(train_command):
   """`run_train(model_dir, *bindings)`: trains in a subprocess; returns the finished process."""
 
   def run(model_dir, *bindings):
-    result = subprocess.run(
-      train_command(model_dir, *bindings), cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    return result
+    return run_python(*train_command(model_dir, *bindings)[1:])
 
   return run
-
-
-def read_scalars(model_dir, tag='loss'):
-  """{step: value} of one scalar from the run's TensorBoard event files."""
-  values = {}
-  for path in sorted(pathlib.Path(model_dir).glob('events.out.tfevents*')):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      for value in event.summary.value:
-        if value.tag == tag:
-          values[event.step] = float(tf.make_ndarray(value.tensor))
-  return values
 
 
 def restore_state(model_dir, step):
@@ -59,9 +42,9 @@ def test_resume_sees_the_same_batches_and_ends_identical(tmp_path, run_train):
   run_train(resumed, 'TRAIN_STEPS = 3', *common)
   run_train(resumed, 'TRAIN_STEPS = 6', *common)
 
-  straight_losses = read_scalars(straight)
+  straight_losses = read_scalars(straight)['loss']
   assert sorted(straight_losses) == [1, 2, 3, 4, 5, 6]
-  assert read_scalars(resumed) == straight_losses
+  assert read_scalars(resumed)['loss'] == straight_losses
   a, b = restore_state(straight, 6), restore_state(resumed, 6)
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
@@ -98,12 +81,8 @@ def test_sigterm_saves_a_restorable_checkpoint_and_exits_cleanly(tmp_path, train
 
 
 def test_missing_required_setting_names_the_flag():
-  result = subprocess.run(
-    [sys.executable, '-m', 'pause_lm.train', '--gin_file=gin/quickstart.gin'],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=120,
+  result = run_python(
+    '-m', 'pause_lm.train', '--gin_file=gin/quickstart.gin', timeout=120, check=False
   )
   assert result.returncode != 0
   assert 'MODEL_DIR: set it with --gin.MODEL_DIR=...' in result.stderr

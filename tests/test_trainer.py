@@ -1,6 +1,7 @@
 """In-process tests of the trainer: loss, pause batches, failures, finetuning."""
 
 import re
+import shutil
 
 import gin
 import jax
@@ -108,16 +109,19 @@ def test_non_finite_loss_stops_without_saving_the_bad_state(tmp_path, configure)
   assert f'last good checkpoint is step {bad_step - 1}' in str(e.value)
 
 
-def test_init_checkpoint_loads_params_with_a_fresh_optimizer(tmp_path, configure):
-  configure(tmp_path / 'pretrain', 'TRAIN_STEPS = 3')
-  pretrained = trainer.train().state
+# The pretrained runs below are `pausept_run` (conftest.py): the small run to step 3, trained
+# once for the tests that start from it; finetuning only reads it.
+
+
+def test_init_checkpoint_loads_params_with_a_fresh_optimizer(tmp_path, configure, pausept_run):
+  pretrained = pausept_run.state
   # The warmup's first rate is 0, so one finetuning step leaves the params
   # exactly as loaded while the optimizer counts from 0 again.
   configure(
     tmp_path / 'finetune',
     'TRAIN_STEPS = 1',
     'learning_rate_schedule.total_steps = 10',
-    f"train.init_checkpoint = '{tmp_path / 'pretrain'}'",
+    f"train.init_checkpoint = '{pausept_run.model_dir}'",
   )
   finetuned = trainer.train().state
   assert int(finetuned['step']) == 1
@@ -126,23 +130,20 @@ def test_init_checkpoint_loads_params_with_a_fresh_optimizer(tmp_path, configure
     np.testing.assert_array_equal(x, y)
 
 
-def test_init_checkpoint_from_another_model_names_the_mismatch(tmp_path, configure):
-  configure(tmp_path / 'pretrain', 'TRAIN_STEPS = 3')
-  trainer.train()
+def test_init_checkpoint_from_another_model_names_the_mismatch(tmp_path, configure, pausept_run):
   configure(
     tmp_path / 'finetune',
     'TRAIN_STEPS = 1',
     'learning_rate_schedule.total_steps = 10',
     'ModelConfig.emb_dim = 32',
-    f"train.init_checkpoint = '{tmp_path / 'pretrain'}'",
+    f"train.init_checkpoint = '{pausept_run.model_dir}'",
   )
   with pytest.raises(ValueError, match='does not fit this model'):
     trainer.train()
 
 
-def test_resuming_with_other_data_settings_fails(tmp_path, configure):
-  configure(tmp_path, 'TRAIN_STEPS = 3')
-  trainer.train()
+def test_resuming_with_other_data_settings_fails(tmp_path, configure, pausept_run):
+  shutil.copytree(pausept_run.model_dir, tmp_path, dirs_exist_ok=True)  # Resumed here.
   configure(tmp_path, 'TRAIN_STEPS = 4', 'BATCH_SIZE = 16')
   with pytest.raises(ValueError, match='batch_size: checkpoint 8, now 16'):
     trainer.train()

@@ -79,4 +79,4 @@ def test_finetune_task_registers_a_random_m_variant():
     for p in seqio.get_mixture_or_task(name).preprocessors
     if getattr(p, 'keywords', None)
   ]
-  assert {'num_pauses': 1, 'placement': 'prepend', 'filler': None, 'max_pauses': 4} in steps
+  assert {'variant': Variant('pause', 1, 'prepend', 4), 'filler': None} in steps

@@ -13,11 +13,16 @@ a state is saved only if it is finite and its parameters are bounded, so every
 saved step is a good one; the checksum of every saved array is recorded with
 it and compared after a restore, so a damaged step is found, moved aside and
 the run falls back to the newest intact step.
+
+`Checkpointer` orders those checks around Orbax's calls; each is its own part: `save_guard`
+(what may be saved), `save_errors` (a failed write, reported once), `quarantine` (damaged steps
+moved aside), `resume_checks` (run settings, shapes, checksums). Reading one step outside a run
+is `step_folder`, loading parameters only is `warm_start`; their names are also here, where
+callers have always found them.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 import dataclasses
-import os
 import signal
 import threading
 from typing import Any
@@ -25,29 +30,29 @@ from typing import Any
 from absl import logging
 from clu.data import dataset_iterator as clu_iterator
 from etils import epath
-from flax import traverse_util
 import gin
 import jax
 import orbax.checkpoint as ocp
 
-from pause_lm.checkpointing import integrity
+from pause_lm.checkpointing import errors
+from pause_lm.checkpointing import quarantine
+from pause_lm.checkpointing import resume_checks
+from pause_lm.checkpointing import save_errors
+from pause_lm.checkpointing import save_guard
+from pause_lm.checkpointing.step_folder import CHECKSUMS, DATA, RUN, STATE
 from pause_lm.runtime import distributed
+from pause_lm.runtime.run_dir import step_numbers as step_numbers  # Re-exported: one JAX-free copy.
 
-STATE, DATA, RUN, CHECKSUMS = 'state', 'data', 'run', 'checksums'
-# Damaged steps are moved here (next to checkpoints/), never deleted.
-DAMAGED_FOLDER = 'damaged_checkpoints'
-
-
-class UnsafeStateError(FloatingPointError):
-  """The state to save is not finite or its parameters exploded."""
-
-
-class DamagedCheckpointError(RuntimeError):
-  """A saved step cannot be read or does not match its recorded checksums."""
-
-
-class CheckpointSaveError(RuntimeError):
-  """A checkpoint (usually a background save) could not be written."""
+# Defined by the parts; named here too, where the trainer, the commands and the tests import
+# them from.
+from pause_lm.checkpointing.errors import CheckpointSaveError as CheckpointSaveError
+from pause_lm.checkpointing.errors import DamagedCheckpointError as DamagedCheckpointError
+from pause_lm.checkpointing.errors import UnsafeStateError as UnsafeStateError
+from pause_lm.checkpointing.quarantine import DAMAGED_FOLDER as DAMAGED_FOLDER
+from pause_lm.checkpointing.step_folder import absolute_path as absolute_path
+from pause_lm.checkpointing.step_folder import resolve_checkpoint as resolve_checkpoint
+from pause_lm.checkpointing.warm_start import load_params as load_params
+from pause_lm.checkpointing.warm_start import WarmStartConfig as WarmStartConfig
 
 
 class DatasetIteratorHandler(ocp.CheckpointHandler):
@@ -134,29 +139,15 @@ class CheckpointConfig:
 
 
 class Checkpointer:
-  """The run's CheckpointManager plus the checks that guard a resume."""
+  """The run's CheckpointManager plus the checks that guard a save and a resume."""
 
   def __init__(self, directory: epath.PathLike, config: CheckpointConfig):
     self.directory = absolute_path(directory)
     self._save_every_steps = config.save_every_steps
-    self._max_abs_param = config.max_abs_param
-    self._failed = False
-    options = ocp.CheckpointManagerOptions(
-      save_interval_steps=config.save_every_steps,
-      max_to_keep=config.keep,
-      enable_async_checkpointing=config.async_save,
-      create=True,
-    )
-    self._manager = ocp.CheckpointManager(
-      self.directory,
-      options=options,
-      item_handlers={
-        STATE: ocp.StandardCheckpointHandler(),
-        DATA: DatasetIteratorHandler(),
-        RUN: ocp.JsonCheckpointHandler(),
-        CHECKSUMS: ocp.JsonCheckpointHandler(),
-      },
-    )
+    self._guard = save_guard.SaveGuard(config.max_abs_param)
+    self._errors = save_errors.SaveErrorReporter(self.directory)
+    self._quarantine = quarantine.Quarantine(self.directory)
+    self._manager = _new_manager(self.directory, config)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -186,54 +177,24 @@ class Checkpointer:
     self.check_background_save()
     if self.latest_step() == step:
       return False
-    report = integrity.inspect_state(state)
-    problem = integrity.unsafe_reason(report, self._max_abs_param)
-    if problem:
-      raise UnsafeStateError(
-        f'Step {step}: {problem}. Training stopped without saving this '
-        f'state; the last good checkpoint is step {self.latest_step()}. '
-        'Lower the learning rate (or raise warmup), then restart: the run '
-        'resumes from that checkpoint.'
-      )
+    report = self._guard.check(step, state, last_good=self.latest_step())
+    items = {
+      STATE: ocp.args.StandardSave(state),
+      DATA: DatasetIteratorSave(data_iterator),
+      RUN: ocp.args.JsonSave(dict(run_info)),
+      CHECKSUMS: ocp.args.JsonSave(report.checksums),
+    }
     try:
-      return self._manager.save(
-        step,
-        args=ocp.args.Composite(
-          **{
-            STATE: ocp.args.StandardSave(state),
-            DATA: DatasetIteratorSave(data_iterator),
-            RUN: ocp.args.JsonSave(dict(run_info)),
-            CHECKSUMS: ocp.args.JsonSave(report.checksums),
-          }
-        ),
-        force=True,
-      )
+      return self._manager.save(step, args=ocp.args.Composite(**items), force=True)
     except Exception as e:  # pylint: disable=broad-except
-      raise self._save_error(step, e) from e
+      raise self._errors.error(e, self._manager.all_steps(), step) from e
 
   def check_background_save(self) -> None:
     """Raises CheckpointSaveError if a background save has failed (cheap)."""
     try:
       self._manager.check_for_errors()
     except Exception as e:  # pylint: disable=broad-except
-      raise self._save_error(None, e) from e
-
-  def _save_error(self, step: int | None, error: Exception):
-    self._failed = True
-    good = [
-      s
-      for s in self._manager.all_steps()
-      if s != step and (self.directory / str(s) / STATE).exists()
-    ]
-    return CheckpointSaveError(
-      f'Writing a checkpoint to {self.directory} failed'
-      f'{"" if step is None else f" (noticed at step {step})"}: '
-      f'{type(error).__name__}: {error}\n'
-      f'Training stopped. The newest complete checkpoint is step '
-      f'{max(good) if good else None}. Fix the cause (e.g. free disk '
-      'space, check write permission), then rerun the same command to '
-      'resume from it.'
-    )
+      raise self._errors.error(e, self._manager.all_steps()) from e
 
   def latest_intact(
     self,
@@ -258,16 +219,8 @@ class Checkpointer:
         logging.error('%s', e)
         damaged.append((step, str(e)))
         continue
-      for bad_step, _ in damaged:
-        self._move_aside(bad_step)
       if damaged:
-        self._manager.reload()
-        logging.warning(
-          'Damaged checkpoint step(s) %s moved to %s; resuming from the newest intact step %d.',
-          [s for s, _ in damaged],
-          self.directory.parent / DAMAGED_FOLDER,
-          step,
-        )
+        self._set_aside([s for s, _ in damaged], resumed=step)
       return step, state
     if damaged:
       raise DamagedCheckpointError(
@@ -278,23 +231,16 @@ class Checkpointer:
       )
     return None
 
-  def _move_aside(self, step: int) -> None:
-    """Moves a damaged step out of the checkpoints folder (process 0)."""
-    if jax.process_index() == 0:
-      source = self.directory / str(step)
-      target_dir = self.directory.parent / DAMAGED_FOLDER
-      target_dir.mkdir(parents=True, exist_ok=True)
-      target = target_dir / str(step)
-      suffix = 1
-      while target.exists():
-        target, suffix = target_dir / f'{step}-{suffix}', suffix + 1
-      source.rename(target)
-      logging.warning('Moved damaged checkpoint %s to %s.', source, target)
-    if jax.process_count() > 1:
-      # pylint: disable-next=g-import-not-at-top
-      from jax.experimental import multihost_utils
-
-      multihost_utils.sync_global_devices(f'pause_lm_move_aside_{step}')
+  def _set_aside(self, steps: list[int], resumed: int) -> None:
+    """Moves the damaged `steps` aside once `resumed`, an older one, proved intact."""
+    self._quarantine.move(steps)
+    self._manager.reload()
+    logging.warning(
+      'Damaged checkpoint step(s) %s moved to %s; resuming from the newest intact step %d.',
+      steps,
+      self._quarantine.folder,
+      resumed,
+    )
 
   def restore(
     self,
@@ -315,29 +261,12 @@ class Checkpointer:
       The restored state, sharded as `abstract_state` says.
     """
     where = self.directory / str(step)
-    try:
-      saved = self._manager.restore(step, args=ocp.args.Composite(**{RUN: ocp.args.JsonRestore()}))[
-        RUN
-      ]
-    except Exception as e:  # pylint: disable=broad-except
-      raise _damaged(where, e) from e
-    changed = {k: (saved.get(k), v) for k, v in run_info.items() if saved.get(k) != v}
-    if changed:
-      details = ', '.join(
-        f'{k}: checkpoint {old!r}, now {new!r}' for k, (old, new) in sorted(changed.items())
-      )
-      raise ValueError(
-        f'{self.directory} holds a run with different data settings '
-        f'({details}). Resuming would continue from a data position that '
-        'belongs to other data. Restore the original settings, or use a '
-        'new MODEL_DIR (with INIT_CHECKPOINT to start from these weights).'
-      )
+    saved = self._restore(step, {RUN: ocp.args.JsonRestore()})[RUN]
+    resume_checks.check_run_settings(self.directory, saved, run_info)
     # Parameters are what a wrong model file gets wrong; check them by name.
-    try:
-      saved_params = self._manager.item_metadata(step)[STATE].get('params', {})
-    except Exception as e:  # pylint: disable=broad-except
-      raise _damaged(where, e) from e
-    _check_shapes(saved_params, abstract_state['params'], f'{where}', prefix='params')
+    resume_checks.check_shapes(
+      self._saved_params(step), abstract_state['params'], f'{where}', prefix='params'
+    )
     items = {
       STATE: ocp.args.StandardRestore(abstract_state),
       DATA: DatasetIteratorRestore(data_iterator),
@@ -345,10 +274,7 @@ class Checkpointer:
     has_checksums = (where / CHECKSUMS).exists()
     if has_checksums:
       items[CHECKSUMS] = ocp.args.JsonRestore()
-    try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    except Exception as e:  # pylint: disable=broad-except
-      raise _damaged(where, e) from e
+    restored = self._restore(step, items)
     if not has_checksums:
       logging.warning(
         '%s has no recorded checksums (written by an older '
@@ -356,249 +282,49 @@ class Checkpointer:
         where,
       )
       return restored[STATE]
-    mismatched = integrity.mismatches(
-      restored[CHECKSUMS], integrity.inspect_state(restored[STATE]).checksums
-    )
-    if mismatched:
-      raise DamagedCheckpointError(
-        f'Checkpoint step {step} ({where}) is damaged: {len(mismatched)} '
-        f'array(s) differ from their recorded checksums: '
-        f'{", ".join(mismatched[:5])}{" ..." if len(mismatched) > 5 else ""}.'
-      )
+    resume_checks.check_checksums(step, where, restored[CHECKSUMS], restored[STATE])
     logging.info('Checkpoint step %d verified against its checksums.', step)
     return restored[STATE]
 
+  def _restore(self, step: int, items: Mapping[str, ocp.args.CheckpointArgs]) -> Any:
+    """Orbax's restore of `items`; any failure to read means the step is damaged."""
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # pylint: disable=broad-except
+      raise errors.unreadable(self.directory / str(step), e) from e
+
+  def _saved_params(self, step: int) -> Any:
+    """The saved parameters' metadata (shapes), read without loading them."""
+    try:
+      return self._manager.item_metadata(step)[STATE].get('params', {})
+    except Exception as e:  # pylint: disable=broad-except
+      raise errors.unreadable(self.directory / str(step), e) from e
+
   def wait_until_finished(self) -> None:
-    self._quiet_after_failure(self._manager.wait_until_finished)
+    self._errors.quiet_after_failure(self._manager.wait_until_finished)
 
   def close(self) -> None:
-    self._quiet_after_failure(self._manager.close)
-
-  def _quiet_after_failure(self, action: Callable[[], None]) -> None:
-    """Runs `action`; once a save failure was raised, its echoes are not re-raised.
-
-    After a failed background save, Orbax raises the same error again from
-    every later call; the first one, with the cause and the fix, is the one
-    the user must see last.
-    """
-    if not self._failed:
-      action()
-      return
-    try:
-      action()
-    except Exception as e:  # pylint: disable=broad-except
-      logging.debug('Ignored after a failed save: %r', e)
+    self._errors.quiet_after_failure(self._manager.close)
 
 
-def _damaged(where: epath.Path, error: Exception) -> DamagedCheckpointError:
-  first_line = str(error).strip().splitlines()[0] if str(error).strip() else ''
-  return DamagedCheckpointError(
-    f'Checkpoint step {where.name} ({where}) cannot be read (damaged or '
-    f'truncated): {type(error).__name__}: {first_line[:300]}'
+def _new_manager(directory: epath.Path, config: CheckpointConfig) -> ocp.CheckpointManager:
+  """Orbax's manager of the four items; it owns save intervals, keep-latest-N and async."""
+  options = ocp.CheckpointManagerOptions(
+    save_interval_steps=config.save_every_steps,
+    max_to_keep=config.keep,
+    enable_async_checkpointing=config.async_save,
+    create=True,
   )
-
-
-def absolute_path(path: epath.PathLike) -> epath.Path:
-  """Orbax refuses relative paths; users write `--gin.MODEL_DIR="'runs/x'"`. URLs pass as is."""
-  text = os.fspath(path)
-  return epath.Path(text if '://' in text else os.path.abspath(text))
-
-
-def step_numbers(folder: epath.Path) -> list[int]:
-  """The steps saved in a checkpoints folder, ascending; [] if it does not exist.
-
-  Orbax writes a step into a temporary folder whose name is not a number, so a step that is
-  still being written, or was cut off, is never listed.
-  """
-  if not folder.exists():
-    return []
-  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
-
-
-def resolve_checkpoint(path: epath.PathLike) -> epath.Path:
-  """Finds the checkpoint step folder that `path` means.
-
-  Accepts a step folder (`MODEL_DIR/checkpoints/1000`), a checkpoints folder,
-  or a MODEL_DIR; the latter two mean their latest complete step.
-
-  Args:
-    path: One of the above.
-
-  Returns:
-    The step folder.
-  """
-  path = absolute_path(path)
-  if (path / STATE).exists():
-    return path
-  if (path / 'checkpoints').exists():
-    path = path / 'checkpoints'
-  steps = [step for step in step_numbers(path) if (path / str(step) / STATE).exists()]
-  if not steps:
-    raise FileNotFoundError(
-      f'INIT_CHECKPOINT={str(path)!r} holds no checkpoint: give a '
-      'MODEL_DIR, its checkpoints/ folder, or one step folder in it.'
-    )
-  return path / str(steps[-1])
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class WarmStartConfig:
-  """How INIT_CHECKPOINT must fit the model.
-
-  Attributes:
-    allow_partial: By default the checkpoint must hold exactly the model's
-      parameters (names and shapes), so a wrong model file cannot silently
-      drop or invent layers. True loads every parameter whose name and shape
-      match; one saved smaller along some axes (e.g. an embedding that gains
-      rows) fills the leading block of the fresh one; everything else keeps
-      its fresh initial value. Every difference is logged.
-  """
-
-  allow_partial: bool = False
-
-
-def load_params(
-  path: epath.PathLike, abstract_params: Any, initial_params: Callable[[], Any] | None = None
-) -> Any:
-  """Loads only the parameters of a checkpoint (for finetuning).
-
-  Args:
-    path: See `resolve_checkpoint`.
-    abstract_params: ShapeDtypeStructs with shardings for the parameters.
-    initial_params: Makes fresh parameters; needed for a partial load
-      (`WarmStartConfig.allow_partial`).
-
-  Returns:
-    The parameters, sharded as `abstract_params` says.
-  """
-  step_dir = resolve_checkpoint(path)
-  checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(step_dir / STATE).item_metadata.tree
-  saved = _shapes(metadata.get('params', {}))
-  wanted = _shapes(abstract_params)
-  differences = _differences(saved, wanted)
-  partial = WarmStartConfig().allow_partial
-  if differences and not partial:
-    raise ValueError(
-      f'The checkpoint at {step_dir} does not fit this model '
-      f'({len(differences)} difference(s)):\n  '
-      + '\n  '.join(differences[:20])
-      + ('\n  ...' if len(differences) > 20 else '')
-      + '\nUse the model gin file (and NUM_EMBEDDINGS) it was trained with. '
-      'For a deliberate partial load, set '
-      '--gin.WarmStartConfig.allow_partial=True.'
-    )
-  if not differences:
-    target = {'params': abstract_params}
-    restored = checkpointer.restore(
-      step_dir / STATE,
-      args=ocp.args.PyTreeRestore(
-        item=target,
-        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True,
-      ),
-    )
-    logging.info('Loaded parameters from %s.', step_dir)
-    return restored['params']
-  return _load_partial(
-    checkpointer, step_dir, abstract_params, saved, wanted, differences, initial_params
+  return ocp.CheckpointManager(
+    directory,
+    options=options,
+    item_handlers={
+      STATE: ocp.StandardCheckpointHandler(),
+      DATA: DatasetIteratorHandler(),
+      RUN: ocp.JsonCheckpointHandler(),
+      CHECKSUMS: ocp.JsonCheckpointHandler(),
+    },
   )
-
-
-def _load_partial(
-  checkpointer, step_dir, abstract_params, saved, wanted, differences, initial_params
-):
-  """`load_params` with WarmStartConfig.allow_partial: see its docstring."""
-  if initial_params is None:
-    raise ValueError('A partial INIT_CHECKPOINT load needs fresh parameters.')
-  for line in differences:
-    logging.warning('Partial INIT_CHECKPOINT load from %s: %s', step_dir, line)
-  flat_abstract = traverse_util.flatten_dict(abstract_params)
-  host = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = {}
-  for key, abstract in flat_abstract.items():
-    name = _key_name(key)
-    if name not in saved:
-      continue
-    if saved[name] == wanted[name]:
-      target[key] = abstract
-    elif len(saved[name]) == len(wanted[name]) and all(
-      a <= b for a, b in zip(saved[name], wanted[name])
-    ):
-      target[key] = jax.ShapeDtypeStruct(saved[name], abstract.dtype, sharding=host)
-  nested = {'params': traverse_util.unflatten_dict(target)}
-  restored = traverse_util.flatten_dict(
-    checkpointer.restore(
-      step_dir / STATE,
-      args=ocp.args.PyTreeRestore(
-        item=nested,
-        restore_args=ocp.checkpoint_utils.construct_restore_args(nested),
-        partial_restore=True,
-      ),
-    )['params']
-  )
-  fresh = traverse_util.flatten_dict(initial_params())
-  for key, value in restored.items():
-    if value.shape == fresh[key].shape:
-      fresh[key] = value
-    else:
-      block = tuple(slice(0, d) for d in value.shape)
-      fresh[key] = jax.jit(lambda f, v, b=block: f.at[b].set(v), out_shardings=fresh[key].sharding)(
-        fresh[key], jax.device_put(value, fresh[key].sharding)
-      )
-  logging.info(
-    'Loaded %d of %d parameter arrays from %s (partial load).',
-    len(restored),
-    len(flat_abstract),
-    step_dir,
-  )
-  return traverse_util.unflatten_dict(fresh)
-
-
-def _key_name(key: tuple[str, ...]) -> str:
-  return ''.join(f"['{k}']" for k in key)
-
-
-def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-  return {
-    jax.tree_util.keystr(p): tuple(m.shape)
-    for p, m in jax.tree_util.tree_flatten_with_path(tree)[0]
-    if hasattr(m, 'shape')
-  }
-
-
-def _differences(
-  saved: dict[str, tuple[int, ...]], wanted: dict[str, tuple[int, ...]]
-) -> list[str]:
-  """Every parameter missing from, extra in, or shaped differently in `saved`."""
-  lines = []
-  for name in sorted(set(saved) | set(wanted)):
-    if name not in saved:
-      lines.append(f'params{name}: missing from the checkpoint, model {wanted[name]}')
-    elif name not in wanted:
-      lines.append(f'params{name}: in the checkpoint {saved[name]}, not in the model')
-    elif saved[name] != wanted[name]:
-      lines.append(f'params{name}: checkpoint {saved[name]}, model {wanted[name]}')
-  return lines
-
-
-def _check_shapes(saved_tree: Any, abstract_tree: Any, where: str, prefix: str = '') -> None:
-  """Names every parameter whose saved shape differs from the model's."""
-  saved = _shapes(saved_tree)
-  wanted = _shapes(abstract_tree)
-  problems = [
-    f'{prefix}{k}: checkpoint {saved.get(k)}, model {v}'
-    for k, v in sorted(wanted.items())
-    if saved.get(k) != v
-  ]
-  if problems:
-    raise ValueError(
-      f'The checkpoint at {where} does not fit this model:\n  '
-      + '\n  '.join(problems[:10])
-      + ('\n  ...' if len(problems) > 10 else '')
-      + '\nUse the model gin file (and NUM_EMBEDDINGS) it was trained with.'
-    )
 
 
 class PreemptionWatcher:

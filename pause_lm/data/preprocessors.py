@@ -13,9 +13,9 @@ import seqio
 import tensorflow as tf
 
 from pause_lm.data import stateless_random
+from pause_lm.data import variants
 from pause_lm.data import vocab as vocab_lib
 
-PLACEMENTS = ('append', 'prepend')
 KEEPS = ('end', 'start')
 # Number of prefix tokens cut to make room for the pauses (0 when nothing was cut).
 TRUNCATED_KEY = 'inputs_pause_truncated'
@@ -226,38 +226,37 @@ def append_pauses(
   dataset: tf.data.Dataset,
   sequence_length,
   output_features,
-  num_pauses: int,
-  placement: str = 'append',
-  filler=None,
+  variant: variants.Variant,
+  filler: str | int | None = None,
   keep: str = 'end',
   feature_key: str = 'inputs',
-  max_pauses: int | None = None,
 ) -> tf.data.Dataset:
   """Pause-finetuning / pause-inference (Section 3.1): M delay tokens around the prefix.
 
-  Apply after tokenization. When prefix + M exceeds the feature's length, the *prefix* is cut
-  (its end is kept by default: the question usually sits there), never the pauses, and
-  `inputs_pause_truncated` records how many tokens were cut.
+  Apply after tokenization. `variant` says how many delay tokens go where (a `Variant`
+  checks its counts and placement when it is made, so they are not checked again here);
+  a 'filler' variant's token is `filler` (one token's text, or its id), `<pause>` otherwise.
+  When prefix + M exceeds the feature's length, the *prefix* is cut (its end is kept by
+  default: the question usually sits there), never the pauses, and `inputs_pause_truncated`
+  records how many tokens were cut.
 
-  With `max_pauses`, each example gets its own M, drawn uniformly from num_pauses..max_pauses
-  (inclusive) with seqio's per-example seeds, so the draw is the same for the same dataset
-  seed, on every host. Trained on, this teaches one model every delay in the range, so that
-  inference at a fixed M_inf below the largest does not meet an unseen input shape (the
-  zero-pause collapse of Section 5.2). The prefix is cut to make room for the M drawn, not
-  for max_pauses: an example with M = m is exactly the fixed-M variant's example at m.
+  With a random M (`variant.max_pauses`), each example gets its own M, drawn uniformly from
+  num_pauses..max_pauses (inclusive) with seqio's per-example seeds, so the draw is the same
+  for the same dataset seed, on every host. Trained on, this teaches one model every delay in
+  the range, so that inference at a fixed M_inf below the largest does not meet an unseen
+  input shape (the zero-pause collapse of Section 5.2). The prefix is cut to make room for the
+  M drawn, not for max_pauses: an example with M = m is exactly the fixed-M variant's example
+  at m.
   """
-  if placement not in PLACEMENTS:
-    raise ValueError(f'placement must be one of {PLACEMENTS}, got {placement!r}.')
+  if (variant.kind == 'filler') != (filler is not None):
+    raise ValueError(
+      f'A filler variant needs its filler token and only a filler variant takes one; got '
+      f'{variant} with filler={filler!r}.'
+    )
   if keep not in KEEPS:
     raise ValueError(f'keep must be one of {KEEPS}, got {keep!r}.')
-  if num_pauses < 0:
-    raise ValueError(f'num_pauses must be >= 0, got {num_pauses}.')
-  if max_pauses is not None and max_pauses <= num_pauses:
-    raise ValueError(
-      f'max_pauses must exceed num_pauses for a random M, got {num_pauses} to '
-      f'{max_pauses}; leave max_pauses unset for a fixed M.'
-    )
-  largest = num_pauses if max_pauses is None else max_pauses
+  num_pauses, max_pauses, placement = variant.num_pauses, variant.max_pauses, variant.placement
+  largest = variant.largest
   max_length = (sequence_length or {}).get(feature_key)
   if max_length is not None and largest >= max_length:
     raise ValueError(

@@ -29,18 +29,18 @@ import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import seqio
 import tqdm
 
 from pause_lm.checkpointing import checkpointer as checkpointing
+from pause_lm.checkpointing import step_folder
 from pause_lm.pipeline import datasets as data_lib
 from pause_lm.model import decoding
+from pause_lm.model import sizing
 from pause_lm.runtime import eval_results
 from pause_lm.model import transformer as model_lib
 from pause_lm.data import preprocessors
 from pause_lm.runtime import sharding
-from pause_lm.training import train_state
 
 # seqio insists on an output folder for any logger; ours keeps its records in memory.
 _IN_MEMORY = 'in-memory'
@@ -188,7 +188,7 @@ class TaskEvaluator:
       results = []
       for indices, features, real in self._batches(dataset):
         prefixes, lengths = self.prefill_inputs(features)
-        tokens, _ = decoding.generate(
+        tokens = decoding.generate(
           params,
           self.config,
           jnp.asarray(prefixes),
@@ -198,7 +198,7 @@ class TaskEvaluator:
           eos_id=self.info.eos_id,
           # The pause and the alignment rows follow the tokenizer's ids: never produce them.
           vocab_limit=self.info.pause_id,
-        )
+        ).tokens
         # Fixed-width rows, 0 after EOS, as T5X returns them (seqio builds one array of all
         # of them, and its vocabulary's decode stops at EOS).
         tokens = np.asarray(tokens)
@@ -296,17 +296,10 @@ def load_params(
   checkpoint_path: epath.PathLike, config: model_lib.ModelConfig, mesh: jax.sharding.Mesh
 ):
   """The checkpoint's parameters, sharded over `mesh` as in training."""
-  abstract, _ = train_state.sharded_abstract_params(
+  abstract, _ = sizing.sharded_abstract_params(
     model_lib.Decoder(config), mesh, sharding.logical_axis_rules()
   )
   return checkpointing.load_params(checkpoint_path, abstract)
-
-
-def _checkpoint_run_info(step_dir: epath.Path) -> dict[str, Any]:
-  """The data settings the checkpoint's run trained with ({} if it has none)."""
-  if not (step_dir / checkpointing.RUN).exists():
-    return {}
-  return dict(ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir / checkpointing.RUN))
 
 
 @gin.configurable
@@ -353,7 +346,7 @@ def evaluate(
       f'CHECKPOINT_PATH={checkpoint_path!r} holds no checkpoint: give a finetuning MODEL_DIR, '
       'its checkpoints/ folder or one step folder in it.'
     ) from e
-  run_info = _checkpoint_run_info(step_dir)
+  run_info = step_folder.read_run_info(step_dir)
   if sequence_length is None:
     if 'sequence_length' not in run_info:
       raise ValueError(
@@ -362,7 +355,7 @@ def evaluate(
       )
     sequence_length = int(run_info['sequence_length'])
   name = data_lib.inference_task(task, num_inference_pauses)
-  config = train_state.model_config_for_task(model, data_lib.task_info(name), sequence_length)
+  config = sizing.model_config_for_task(model, data_lib.task_info(name), sequence_length)
   params = load_params(step_dir, config, mesh)
   evaluator = TaskEvaluator(
     name,

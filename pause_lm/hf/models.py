@@ -27,7 +27,7 @@ import os
 import shutil
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import logging
 import numpy as np
@@ -80,7 +80,7 @@ def _rope_settings(hf: dict[str, Any]) -> dict[str, Any]:
     )
   raise ValueError(
     f'rope_scaling type {kind!r} is not supported (supported: default, linear, '
-    'llama3); pick a checkpoint without it or add it to pause_lm/rope.py.'
+    'llama3); pick a checkpoint without it or add it to pause_lm/model/rope.py.'
   )
 
 
@@ -200,51 +200,170 @@ class _Tensors:
       return np.asarray(f.get_tensor(name), dtype=np.float32)
 
 
-def _gpt2_tensors(config: ModelConfig, read) -> Iterator[tuple[int | None, tuple, np.ndarray]]:
-  d, n, h = config.emb_dim, config.num_heads, config.head_dim
-  for i in range(config.num_layers):
-    p = f'h.{i}.'
-    kernels = np.split(read(p + 'attn.c_attn.weight'), 3, axis=1)
-    biases = np.split(read(p + 'attn.c_attn.bias'), 3)
-    for name, kernel, bias in zip(('query', 'key', 'value'), kernels, biases):
-      yield i, ('attention', name, 'kernel'), kernel.reshape(d, n, h)
-      yield i, ('attention', name, 'bias'), bias.reshape(n, h)
-    yield i, ('attention', 'out', 'kernel'), read(p + 'attn.c_proj.weight').reshape(n, h, d)
-    yield i, ('attention', 'out', 'bias'), read(p + 'attn.c_proj.bias')
-    for hf_name, ours in (('ln_1', 'pre_attention_norm'), ('ln_2', 'pre_mlp_norm')):
-      yield i, (ours, 'scale'), read(p + hf_name + '.weight')
-      yield i, (ours, 'bias'), read(p + hf_name + '.bias')
-    for hf_name, ours in (('c_fc', 'wi'), ('c_proj', 'wo')):
-      yield i, ('mlp', ours, 'kernel'), read(p + f'mlp.{hf_name}.weight')
-      yield i, ('mlp', ours, 'bias'), read(p + f'mlp.{hf_name}.bias')
-  yield None, ('position_embed', 'embedding'), read('wpe.weight')
-  yield None, ('final_norm', 'scale'), read('ln_f.weight')
-  yield None, ('final_norm', 'bias'), read('ln_f.bias')
+# --- The name map: one table per family, read by import and export alike ------------------------
 
 
-def _llama_tensors(config: ModelConfig, read) -> Iterator[tuple[int | None, tuple, np.ndarray]]:
-  d, h = config.emb_dim, config.head_dim
+class _Tensor(NamedTuple):
+  """One Hugging Face tensor and the parameters of ours it holds.
+
+  Import reads `hf`, transposes it when `transpose`, splits its last axis into one part per
+  `ours` path and reshapes each to that parameter's shape; export runs the same steps backwards.
+  So the two directions cannot disagree about a name, an order or a layout.
+  """
+
+  hf: str  # Its name; in a layer's table, after the layer's prefix.
+  ours: tuple[str, ...]  # Our parameter paths ('attention/query/kernel'), in HF's order.
+  shape: str  # Our parameter's axes, one letter each (see `_dims`).
+  # Leading axes of ours that make HF's first axis ([in, out] kernels); 0: HF's is a vector.
+  rows: int = 0
+  transpose: bool = False  # HF stores [out, in] (torch.nn.Linear), we store [in, out].
+  when: str | None = None  # The ModelConfig flag this tensor exists under (qkv_bias).
+  vocab_rows: bool = False  # HF's rows are token ids: a fresh import appends the pause row.
+
+
+class _NameMap(NamedTuple):
+  layer_prefix: str  # Of each layer's tensors; `{i}` is the layer.
+  export_prefix: str  # Prepended to every name but lm_head's on export (GPT2LMHeadModel's).
+  before: tuple[_Tensor, ...]  # Outside the layers, written before them.
+  layer: tuple[_Tensor, ...]
+  after: tuple[_Tensor, ...]
+
+
+_QKV = ('query', 'key', 'value')
+_GPT2 = _NameMap(
+  layer_prefix='h.{i}.',
+  export_prefix='transformer.',
+  before=(
+    _Tensor('wte.weight', ('token_embed/embedding',), 'vd', rows=1, vocab_rows=True),
+    _Tensor('wpe.weight', ('position_embed/embedding',), 'pd', rows=1),
+  ),
+  layer=(
+    _Tensor('attn.c_attn.weight', tuple(f'attention/{k}/kernel' for k in _QKV), 'dnh', rows=1),
+    _Tensor('attn.c_attn.bias', tuple(f'attention/{k}/bias' for k in _QKV), 'nh'),
+    _Tensor('attn.c_proj.weight', ('attention/out/kernel',), 'nhd', rows=2),
+    _Tensor('attn.c_proj.bias', ('attention/out/bias',), 'd'),
+    _Tensor('ln_1.weight', ('pre_attention_norm/scale',), 'd'),
+    _Tensor('ln_1.bias', ('pre_attention_norm/bias',), 'd'),
+    _Tensor('ln_2.weight', ('pre_mlp_norm/scale',), 'd'),
+    _Tensor('ln_2.bias', ('pre_mlp_norm/bias',), 'd'),
+    _Tensor('mlp.c_fc.weight', ('mlp/wi/kernel',), 'df', rows=1),
+    _Tensor('mlp.c_fc.bias', ('mlp/wi/bias',), 'f'),
+    _Tensor('mlp.c_proj.weight', ('mlp/wo/kernel',), 'fd', rows=1),
+    _Tensor('mlp.c_proj.bias', ('mlp/wo/bias',), 'd'),
+  ),
+  after=(
+    _Tensor('ln_f.weight', ('final_norm/scale',), 'd'),
+    _Tensor('ln_f.bias', ('final_norm/bias',), 'd'),
+  ),
+)
+_LLAMA = _NameMap(
+  layer_prefix='model.layers.{i}.',
+  export_prefix='',
+  before=(
+    _Tensor('model.embed_tokens.weight', ('token_embed/embedding',), 'vd', rows=1, vocab_rows=True),
+  ),
+  layer=(
+    _Tensor('self_attn.q_proj.weight', ('attention/query/kernel',), 'dnh', rows=1, transpose=True),
+    _Tensor('self_attn.q_proj.bias', ('attention/query/bias',), 'nh', when='qkv_bias'),
+    _Tensor('self_attn.k_proj.weight', ('attention/key/kernel',), 'dkh', rows=1, transpose=True),
+    _Tensor('self_attn.k_proj.bias', ('attention/key/bias',), 'kh', when='qkv_bias'),
+    _Tensor('self_attn.v_proj.weight', ('attention/value/kernel',), 'dkh', rows=1, transpose=True),
+    _Tensor('self_attn.v_proj.bias', ('attention/value/bias',), 'kh', when='qkv_bias'),
+    _Tensor('self_attn.o_proj.weight', ('attention/out/kernel',), 'nhd', rows=2, transpose=True),
+    _Tensor('input_layernorm.weight', ('pre_attention_norm/scale',), 'd'),
+    _Tensor('post_attention_layernorm.weight', ('pre_mlp_norm/scale',), 'd'),
+    _Tensor('mlp.gate_proj.weight', ('mlp/wi_0/kernel',), 'df', rows=1, transpose=True),
+    _Tensor('mlp.up_proj.weight', ('mlp/wi_1/kernel',), 'df', rows=1, transpose=True),
+    _Tensor('mlp.down_proj.weight', ('mlp/wo/kernel',), 'fd', rows=1, transpose=True),
+  ),
+  after=(_Tensor('model.norm.weight', ('final_norm/scale',), 'd'),),
+)
+# Every family's untied output head, outside the export prefix.
+_LM_HEAD = _Tensor(
+  'lm_head.weight', ('logits/kernel',), 'dv', rows=1, transpose=True, vocab_rows=True
+)
+
+
+def _name_map(family: str) -> _NameMap:
+  return _GPT2 if family == 'gpt2' else _LLAMA
+
+
+def _dims(config: ModelConfig) -> dict[str, int]:
+  """The sizes the letters of `_Tensor.shape` stand for."""
+  return {
+    'v': config.num_embeddings,
+    'p': config.max_len,
+    'd': config.emb_dim,
+    'n': config.num_heads,
+    'k': config.kv_heads,
+    'h': config.head_dim,
+    'f': config.mlp_dim,
+  }
+
+
+def _tensors(
+  config: ModelConfig, family: str, *, export: bool = False
+) -> Iterator[tuple[int | None, str, _Tensor]]:
+  """(layer or None, HF name, entry) for each tensor `config` has, in the exported file's order."""
+  names = _name_map(family)
+  prefix = names.export_prefix if export else ''
+
+  def present(tensor):
+    return tensor.when is None or getattr(config, tensor.when)
+
+  for tensor in filter(present, names.before):
+    yield None, prefix + tensor.hf, tensor
   for i in range(config.num_layers):
-    p = f'model.layers.{i}.'
-    for name, heads in (
-      ('query', config.num_heads),
-      ('key', config.kv_heads),
-      ('value', config.kv_heads),
-    ):
-      hf_name = p + f'self_attn.{name[0]}_proj.'
-      yield i, ('attention', name, 'kernel'), read(hf_name + 'weight').T.reshape(d, heads, h)
-      if config.qkv_bias:
-        yield i, ('attention', name, 'bias'), read(hf_name + 'bias').reshape(heads, h)
-    yield (
-      i,
-      ('attention', 'out', 'kernel'),
-      (read(p + 'self_attn.o_proj.weight').T.reshape(config.num_heads, h, d)),
+    for tensor in filter(present, names.layer):
+      yield i, prefix + names.layer_prefix.format(i=i) + tensor.hf, tensor
+  for tensor in filter(present, names.after):
+    yield None, prefix + tensor.hf, tensor
+  if not config.tie_embeddings:
+    yield None, _LM_HEAD.hf, _LM_HEAD
+
+
+def _our_shape(tensor: _Tensor, dims: dict[str, int]) -> tuple[int, ...]:
+  return tuple(dims[axis] for axis in tensor.shape)
+
+
+def _hf_shape(tensor: _Tensor, dims: dict[str, int]) -> tuple[int, ...]:
+  ours = _our_shape(tensor, dims)
+  parts = len(tensor.ours)
+  if not tensor.rows:
+    return (math.prod(ours) * parts,)
+  shape = (math.prod(ours[: tensor.rows]), math.prod(ours[tensor.rows :]) * parts)
+  return shape[::-1] if tensor.transpose else shape
+
+
+def _to_ours(tensor: _Tensor, value: np.ndarray, dims: dict[str, int]) -> list[np.ndarray]:
+  """HF's array -> ours, one per `tensor.ours` path."""
+  value = value.T if tensor.transpose else value
+  parts = np.split(value, len(tensor.ours), axis=-1) if len(tensor.ours) > 1 else [value]
+  return [part.reshape(_our_shape(tensor, dims)) for part in parts]
+
+
+def _to_hf(tensor: _Tensor, values: list[Any], dims: dict[str, int]) -> np.ndarray:
+  """Ours (one per `tensor.ours` path) -> HF's array: `_to_ours` backwards."""
+  ours = _our_shape(tensor, dims)
+  flat = (math.prod(ours[: tensor.rows]), -1) if tensor.rows else (-1,)
+  parts = [np.reshape(np.asarray(v), flat) for v in values]
+  value = np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+  return value.T if tensor.transpose else value
+
+
+def hf_parameter_paths(config: ModelConfig, family: str) -> dict[str, tuple[tuple[str, ...], ...]]:
+  """HF tensor name (as `save_pretrained` writes it) -> the paths of the parameters it holds.
+
+  Paths are into the unscanned parameter tree (`('layers_0', 'attention', 'query', 'kernel')`),
+  for code that lines the two libraries' parameters up (benchmarks/vs_pytorch.py).
+  """
+  return {
+    name: tuple(
+      (() if layer is None else (f'layers_{layer}',)) + tuple(path.split('/'))
+      for path in tensor.ours
     )
-    yield i, ('pre_attention_norm', 'scale'), read(p + 'input_layernorm.weight')
-    yield i, ('pre_mlp_norm', 'scale'), read(p + 'post_attention_layernorm.weight')
-    for hf_name, ours in (('gate_proj', 'wi_0'), ('up_proj', 'wi_1'), ('down_proj', 'wo')):
-      yield i, ('mlp', ours, 'kernel'), read(p + f'mlp.{hf_name}.weight').T
-  yield None, ('final_norm', 'scale'), read('model.norm.weight')
+    for layer, name, tensor in _tensors(config, family, export=True)
+  }
 
 
 def _with_pause_rows(rows: np.ndarray, num_rows: int) -> np.ndarray:
@@ -253,6 +372,24 @@ def _with_pause_rows(rows: np.ndarray, num_rows: int) -> np.ndarray:
   out[: len(rows)] = rows
   out[len(rows)] = rows.mean(axis=0)
   return out
+
+
+def _put(params: dict[str, Any], config: ModelConfig, layer: int | None, path, value) -> None:
+  """Stores one parameter, of a layer or not; scanned layers are stacked on a leading axis."""
+  if layer is None:
+    node = params
+  elif config.scan_layers:
+    node = params.setdefault('layers', {})
+  else:
+    node = params.setdefault(f'layers_{layer}', {})
+  for key in path[:-1]:
+    node = node.setdefault(key, {})
+  if layer is not None and config.scan_layers:
+    if path[-1] not in node:
+      node[path[-1]] = np.empty((config.num_layers, *value.shape), np.float32)
+    node[path[-1]][layer] = value
+  else:
+    node[path[-1]] = value
 
 
 def from_pretrained(hf_dir: str, **overrides) -> tuple[ModelConfig, dict[str, Any]]:
@@ -271,45 +408,17 @@ def from_pretrained(hf_dir: str, **overrides) -> tuple[ModelConfig, dict[str, An
   hf = read_config(hf_dir)
   config = model_config(hf, **overrides)
   read = _Tensors(hf_dir)
-  family = _gpt2_tensors if hf['model_type'] == 'gpt2' else _llama_tensors
-  embed_name = 'wte.weight' if hf['model_type'] == 'gpt2' else 'model.embed_tokens.weight'
-  params: dict[str, Any] = {}
-
-  def put(layer, path, value):
-    if layer is None:
-      node = params
-    elif config.scan_layers:
-      node = params.setdefault('layers', {})
-    else:
-      node = params.setdefault(f'layers_{layer}', {})
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    if layer is not None and config.scan_layers:
-      if path[-1] not in node:
-        node[path[-1]] = np.empty((config.num_layers, *value.shape), np.float32)
-      node[path[-1]][layer] = value
-    else:
-      node[path[-1]] = value
-
-  for layer, path, value in family(config, read):
-    put(layer, path, value)
   fresh = PAUSE_ID_KEY not in hf
-  embedding = read(embed_name)
-  put(
-    None,
-    ('token_embed', 'embedding'),
-    _with_pause_rows(embedding, config.num_embeddings) if fresh else embedding,
-  )
-  del embedding
-  if not config.tie_embeddings:
-    if 'lm_head.weight' not in read:
+  dims = _dims(config)
+  params: dict[str, Any] = {}
+  for layer, name, tensor in _tensors(config, hf['model_type']):
+    if tensor is _LM_HEAD and name not in read:
       raise ValueError(f'{hf_dir}: tie_word_embeddings is false but there is no lm_head.weight.')
-    head = read('lm_head.weight')
-    put(
-      None,
-      ('logits', 'kernel'),
-      (_with_pause_rows(head, config.num_embeddings) if fresh else head).T,
-    )
+    value = read(name)
+    if tensor.vocab_rows and fresh:
+      value = _with_pause_rows(value, config.num_embeddings)
+    for path, part in zip(tensor.ours, _to_ours(tensor, value, dims)):
+      _put(params, config, layer, path.split('/'), part)
   unused = {
     n
     for n in read.names() - read.used
@@ -437,110 +546,21 @@ def _hf_tensors(
   config: ModelConfig, params: dict[str, Any], family: str
 ) -> Iterator[tuple[str, tuple[int, ...], Callable[[], np.ndarray]]]:
   """(name, shape, make) per HF tensor; `make` builds the array only when it is written."""
-  d, n, h = config.emb_dim, config.num_heads, config.head_dim
+  dims = _dims(config)
 
-  def layer(i):
-    if 'layers' in params:
-      return lambda *path: _get(params['layers'], path)[i]
-    return lambda *path: _get(params[f'layers_{i}'], path)
+  def make(layer, tensor):
+    def get(path):
+      keys = path.split('/')
+      if layer is None:
+        return _get(params, keys)
+      if 'layers' in params:
+        return _get(params['layers'], keys)[layer]
+      return _get(params[f'layers_{layer}'], keys)
 
-  def item(name, shape, make):
-    return name, tuple(shape), make
+    return lambda: _to_hf(tensor, [get(path) for path in tensor.ours], dims)
 
-  if family == 'gpt2':
-    yield item(
-      'transformer.wte.weight',
-      (config.num_embeddings, d),
-      lambda: params['token_embed']['embedding'],
-    )
-    yield item(
-      'transformer.wpe.weight', (config.max_len, d), lambda: params['position_embed']['embedding']
-    )
-    for i in range(config.num_layers):
-      get, p = layer(i), f'transformer.h.{i}.'
-      yield item(
-        p + 'attn.c_attn.weight',
-        (d, 3 * d),
-        lambda get=get: np.concatenate(
-          [np.reshape(get('attention', k, 'kernel'), (d, d)) for k in ('query', 'key', 'value')],
-          axis=1,
-        ),
-      )
-      yield item(
-        p + 'attn.c_attn.bias',
-        (3 * d,),
-        lambda get=get: np.concatenate(
-          [np.reshape(get('attention', k, 'bias'), (d,)) for k in ('query', 'key', 'value')]
-        ),
-      )
-      yield item(
-        p + 'attn.c_proj.weight',
-        (d, d),
-        lambda get=get: np.reshape(get('attention', 'out', 'kernel'), (d, d)),
-      )
-      yield item(p + 'attn.c_proj.bias', (d,), lambda get=get: get('attention', 'out', 'bias'))
-      for hf_name, ours in (('ln_1', 'pre_attention_norm'), ('ln_2', 'pre_mlp_norm')):
-        yield item(p + hf_name + '.weight', (d,), lambda get=get, o=ours: get(o, 'scale'))
-        yield item(p + hf_name + '.bias', (d,), lambda get=get, o=ours: get(o, 'bias'))
-      for hf_name, ours, shape in (
-        ('c_fc', 'wi', (d, config.mlp_dim)),
-        ('c_proj', 'wo', (config.mlp_dim, d)),
-      ):
-        yield item(
-          p + f'mlp.{hf_name}.weight', shape, lambda get=get, o=ours: get('mlp', o, 'kernel')
-        )
-        yield item(
-          p + f'mlp.{hf_name}.bias', shape[1:], lambda get=get, o=ours: get('mlp', o, 'bias')
-        )
-    yield item('transformer.ln_f.weight', (d,), lambda: params['final_norm']['scale'])
-    yield item('transformer.ln_f.bias', (d,), lambda: params['final_norm']['bias'])
-  else:
-    yield item(
-      'model.embed_tokens.weight',
-      (config.num_embeddings, d),
-      lambda: params['token_embed']['embedding'],
-    )
-    for i in range(config.num_layers):
-      get, p = layer(i), f'model.layers.{i}.'
-      for name, heads in (('query', n), ('key', config.kv_heads), ('value', config.kv_heads)):
-        hf_name = p + f'self_attn.{name[0]}_proj.'
-        yield item(
-          hf_name + 'weight',
-          (heads * h, d),
-          lambda get=get, k=name, w=heads * h: np.reshape(get('attention', k, 'kernel'), (d, w)).T,
-        )
-        if config.qkv_bias:
-          yield item(
-            hf_name + 'bias',
-            (heads * h,),
-            lambda get=get, k=name, w=heads * h: np.reshape(get('attention', k, 'bias'), (w,)),
-          )
-      yield item(
-        p + 'self_attn.o_proj.weight',
-        (d, n * h),
-        lambda get=get: np.reshape(get('attention', 'out', 'kernel'), (n * h, d)).T,
-      )
-      yield item(
-        p + 'input_layernorm.weight', (d,), lambda get=get: get('pre_attention_norm', 'scale')
-      )
-      yield item(
-        p + 'post_attention_layernorm.weight', (d,), lambda get=get: get('pre_mlp_norm', 'scale')
-      )
-      for hf_name, ours, shape in (
-        ('gate_proj', 'wi_0', (config.mlp_dim, d)),
-        ('up_proj', 'wi_1', (config.mlp_dim, d)),
-        ('down_proj', 'wo', (d, config.mlp_dim)),
-      ):
-        yield item(
-          p + f'mlp.{hf_name}.weight',
-          shape,
-          lambda get=get, o=ours: np.asarray(get('mlp', o, 'kernel')).T,
-        )
-    yield item('model.norm.weight', (d,), lambda: params['final_norm']['scale'])
-  if not config.tie_embeddings:
-    yield item(
-      'lm_head.weight', (config.num_embeddings, d), lambda: np.asarray(params['logits']['kernel']).T
-    )
+  for layer, name, tensor in _tensors(config, family, export=True):
+    yield name, _hf_shape(tensor, dims), make(layer, tensor)
 
 
 def _get(tree, path):

@@ -16,6 +16,7 @@ offsets and a padding mask in every step.
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,20 @@ import jax.numpy as jnp
 from pause_lm.model.transformer import Decoder, ModelConfig
 
 _NEG_INF = -1e30  # finite, so that masked logits never turn a softmax into NaN
+
+
+class Generation(NamedTuple):
+  """What `generate` returns, whatever it was asked for, so callers read fields by name.
+
+  tokens: int32 [batch, max_decode_len]; tokens after an example's EOS are 0.
+  lengths: int32 [batch], tokens up to and including EOS (max_decode_len without one).
+  logits: float32 [batch, max_decode_len, num_embeddings], the raw logits each token was chosen
+    from (rows after an example's EOS are unspecified); None unless `return_logits`.
+  """
+
+  tokens: jax.Array
+  lengths: jax.Array
+  logits: jax.Array | None = None
 
 
 def _choose(logits, rng, *, vocab_limit, temperature, top_k):
@@ -64,7 +79,7 @@ def generate(
   top_k: int = 0,
   rng=None,
   return_logits: bool = False,
-):
+) -> Generation:
   """Decodes up to `max_decode_len` tokens after each prefix, with a KV cache.
 
   Args:
@@ -80,14 +95,13 @@ def generate(
     temperature: 0 for greedy decoding, else the softmax temperature of sampling.
     top_k: when sampling, keep only the k most likely ids (0 keeps all).
     rng: PRNG key, required when temperature > 0.
-    return_logits: also return the raw float32 logits each token was chosen from.
+    return_logits: also keep the raw float32 logits each token was chosen from (a
+      [batch, max_decode_len, num_embeddings] buffer, so only when asked).
 
   Returns:
-    (tokens int32 [batch, max_decode_len], lengths int32 [batch]) where lengths counts tokens up to
-    and including EOS and tokens after it are 0; plus logits [batch, max_decode_len,
-    num_embeddings] when return_logits (rows after an example's EOS are unspecified).
+    A `Generation`: tokens, lengths, and the logits when return_logits (else None).
   """
-  batch, prefix_width = prefixes.shape
+  prefix_width = prefixes.shape[1]
   cache_len = prefix_width + max_decode_len
   if cache_len > config.max_len:
     raise ValueError(
@@ -101,6 +115,33 @@ def generate(
   model = Decoder(config)
   choose = functools.partial(_choose, vocab_limit=vocab_limit, temperature=temperature, top_k=top_k)
 
+  first_logits, cache = _prefill(model, params, prefixes, prefix_lengths, prefix_lm, cache_len)
+  rng, step_rng = jax.random.split(rng)
+  first_token = choose(first_logits, step_rng)
+  tokens, all_logits = _decode_rest(
+    model,
+    params,
+    cache,
+    first_token,
+    first_logits if return_logits else None,
+    rng,
+    prefix_lengths,
+    choose=choose,
+    max_decode_len=max_decode_len,
+    eos_id=eos_id,
+  )
+  is_eos = tokens == eos_id
+  lengths = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1) + 1, max_decode_len)
+  return Generation(tokens, lengths.astype(jnp.int32), all_logits)
+
+
+def _prefill(model, params, prefixes, prefix_lengths, prefix_lm, cache_len):
+  """One pass over BOS + the prefixes (pauses included) that fills the KV cache.
+
+  Returns:
+    (float32 logits [batch, num_embeddings] of the first generated token, the cache).
+  """
+  batch, prefix_width = prefixes.shape
   inputs = jnp.concatenate([jnp.zeros((batch, 1), jnp.int32), prefixes.astype(jnp.int32)], 1)
   causal_attention = None
   if prefix_lm:
@@ -109,20 +150,41 @@ def generate(
     {'params': params},
     inputs,
     decoder_causal_attention=causal_attention,
-    cache_mode='prefill',
     cache_len=cache_len,
     logit_indices=prefix_lengths,
+    method=Decoder.prefill,
     mutable=['cache'],
   )
   # The position holding p_P (index P, after BOS) predicts the first target token.
-  first_logits = logits[:, 0]
-  rng, step_rng = jax.random.split(rng)
-  first_token = choose(first_logits, step_rng)
+  return logits[:, 0], variables['cache']
 
+
+def _decode_rest(
+  model,
+  params,
+  cache,
+  first_token,
+  first_logits,
+  rng,
+  prefix_lengths,
+  *,
+  choose,
+  max_decode_len,
+  eos_id,
+):
+  """Feeds each chosen token back, one cached step at a time, until every row has hit EOS.
+
+  Args:
+    first_logits: the first token's logits when the caller wants every token's logits, else None.
+
+  Returns:
+    (tokens int32 [batch, max_decode_len], their logits or None).
+  """
+  batch = first_token.shape[0]
   tokens = jnp.zeros((batch, max_decode_len), jnp.int32).at[:, 0].set(first_token)
   all_logits = None
-  if return_logits:
-    all_logits = jnp.zeros((batch, max_decode_len, config.num_embeddings), jnp.float32)
+  if first_logits is not None:
+    all_logits = jnp.zeros((batch, max_decode_len, first_logits.shape[-1]), jnp.float32)
     all_logits = all_logits.at[:, 0].set(first_logits)
   done = first_token == eos_id
 
@@ -138,7 +200,7 @@ def generate(
       {'params': params, 'cache': cache},
       token[:, None],
       decoder_positions=positions,
-      cache_mode='step',
+      method=Decoder.decode_step,
       mutable=['cache'],
     )
     logits = logits[:, 0]
@@ -150,15 +212,9 @@ def generate(
     done = done | (next_token == eos_id)
     return step + 1, variables['cache'], next_token, tokens, done, rng, all_logits
 
-  state = (jnp.int32(1), variables['cache'], first_token, tokens, done, rng, all_logits)
+  state = (jnp.int32(1), cache, first_token, tokens, done, rng, all_logits)
   _, _, _, tokens, _, _, all_logits = jax.lax.while_loop(cond, body, state)
-
-  is_eos = tokens == eos_id
-  lengths = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1) + 1, max_decode_len)
-  lengths = lengths.astype(jnp.int32)
-  if return_logits:
-    return tokens, lengths, all_logits
-  return tokens, lengths
+  return tokens, all_logits
 
 
 @functools.partial(jax.jit, static_argnames=('config',))

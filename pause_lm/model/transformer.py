@@ -18,11 +18,13 @@ id are both 0: causal by array index, bidirectional among positions with
 Right padding is always in the future of real tokens, so it needs no mask of its own.
 
 Every parameter carries logical axis names and the main activations are constrained to them, so a
-trainer can shard the model with logical-to-mesh rules. For KV-cache decoding the same module runs
-in two extra modes (`cache_mode='prefill'` and `'step'`); see `pause_lm.model.decoding`.
+trainer can shard the model with logical-to-mesh rules. For KV-cache decoding the same module has
+two more entry points, `Decoder.prefill` and `Decoder.decode_step` (see `pause_lm.model.decoding`);
+the same parameters serve all three.
 """
 
 import dataclasses
+import enum
 import functools
 from typing import Any
 
@@ -39,7 +41,6 @@ _REMAT_POLICIES = {
   'dots_saveable': jax.checkpoint_policies.dots_saveable,
   'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-_CACHE_MODES = (None, 'prefill', 'step')
 _NORMS = ('layer_norm', 'rms_norm')
 _POSITION_EMBEDDINGS = ('learned', 'rope')
 _MLP_ACTIVATIONS = ('gelu', 'swiglu')
@@ -181,6 +182,18 @@ def _norm(config: ModelConfig, name: str) -> nn.Module:
   )
 
 
+class CacheMode(enum.Enum):
+  """How a forward pass uses the KV cache (the mutable 'cache' collection).
+
+  A static attribute of the attention layers rather than a call argument, so that nn.remat and
+  nn.scan (which only thread arrays) can wrap the blocks.
+  """
+
+  NONE = 'none'  # Training and evaluation: no cache.
+  PREFILL = 'prefill'  # Attend over the whole prefix as in training; store its keys and values.
+  STEP = 'step'  # One new token per example: extend the cache at its position, attend over it.
+
+
 def _write_at(cache: jax.Array, update: jax.Array, index: jax.Array) -> jax.Array:
   """Writes update[b] ([1, heads, kv]) into cache[b] ([T, heads, kv]) at row index[b]."""
   return jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice(c, u, (i, 0, 0)))(
@@ -235,7 +248,7 @@ class Attention(nn.Module):
   """
 
   config: ModelConfig
-  cache_mode: str | None = None
+  cache_mode: CacheMode = CacheMode.NONE
   cache_len: int | None = None
 
   @nn.compact
@@ -269,23 +282,10 @@ class Attention(nn.Module):
       query = rope.apply_rotary(query, positions, inv_freq)
       key = rope.apply_rotary(key, positions, inv_freq)
 
-    if self.cache_mode is not None:
-      batch = x.shape[0]
-      shape = (batch, self.cache_len, cfg.kv_heads, cfg.head_dim)
-      cached_key = self.variable('cache', 'cached_key', jnp.zeros, shape, cfg.dtype)
-      cached_value = self.variable('cache', 'cached_value', jnp.zeros, shape, cfg.dtype)
-      if self.cache_mode == 'prefill':
-        # Attend over the fresh keys (prefill masks apply as in training); keep them for later.
-        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, 0, 0, 0))
-        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, 0, 0, 0))
-      else:
-        # One new token per example, written at its own position (right-padded batches differ).
-        index = positions[:, 0]
-        cached_key.value = _write_at(cached_key.value, key, index)
-        cached_value.value = _write_at(cached_value.value, value, index)
-        key, value = cached_key.value, cached_value.value
-        # A generated token is a target: it sees everything up to and including itself.
-        mask = (jnp.arange(key.shape[1])[None, :] <= index[:, None])[:, None, None, :]
+    if self.cache_mode is CacheMode.PREFILL:
+      self._prefill_cache(key, value)
+    elif self.cache_mode is CacheMode.STEP:
+      key, value, mask = self._extend_cache(key, value, positions)
 
     # The configured kernel (cuDNN's fused one on GPUs) runs the plainly causal case it was
     # measured on; masked attention (prefix-LM, packing, the KV cache) stays on XLA's.
@@ -308,6 +308,33 @@ class Attention(nn.Module):
       use_bias=cfg.dense_bias,
       name='out',
     )(out)
+
+  def _cache(self, batch: int):
+    cfg = self.config
+    shape = (batch, self.cache_len, cfg.kv_heads, cfg.head_dim)
+    cached_key = self.variable('cache', 'cached_key', jnp.zeros, shape, cfg.dtype)
+    cached_value = self.variable('cache', 'cached_value', jnp.zeros, shape, cfg.dtype)
+    return cached_key, cached_value
+
+  def _prefill_cache(self, key, value) -> None:
+    """Keeps the prefix's keys and values; it attends over the fresh ones, masked as in training."""
+    cached_key, cached_value = self._cache(key.shape[0])
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, 0, 0, 0))
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, 0, 0, 0))
+
+  def _extend_cache(self, key, value, positions):
+    """Writes one new token per example at its own position (right-padded batches differ).
+
+    Returns:
+      The whole cached keys and values, and the mask under which the new token sees them.
+    """
+    cached_key, cached_value = self._cache(key.shape[0])
+    index = positions[:, 0]
+    cached_key.value = _write_at(cached_key.value, key, index)
+    cached_value.value = _write_at(cached_value.value, value, index)
+    # A generated token is a target: it sees everything up to and including itself.
+    mask = (jnp.arange(cached_key.value.shape[1])[None, :] <= index[:, None])[:, None, None, :]
+    return cached_key.value, cached_value.value, mask
 
 
 class Mlp(nn.Module):
@@ -349,7 +376,7 @@ class DecoderBlock(nn.Module):
 
   config: ModelConfig
   deterministic: bool = True
-  cache_mode: str | None = None
+  cache_mode: CacheMode = CacheMode.NONE
   cache_len: int | None = None
 
   @nn.compact
@@ -380,11 +407,15 @@ def attention_mask(length: int, causal_attention=None, segment_ids=None) -> jax.
 
 
 class Decoder(nn.Module):
-  """Token ids in, float32 logits over all embedding rows out."""
+  """Token ids in, float32 logits over all embedding rows out.
+
+  `__call__` is the training and evaluation pass; `prefill` and `decode_step` are the two halves
+  of KV-cache decoding (call them with `model.apply(..., method=..., mutable=['cache'])`). All
+  three run the one `_forward`, so parameters and numerics are shared by construction.
+  """
 
   config: ModelConfig
 
-  @nn.compact
   def __call__(
     self,
     decoder_input_tokens,
@@ -393,42 +424,84 @@ class Decoder(nn.Module):
     decoder_causal_attention=None,
     *,
     deterministic=True,
-    cache_mode=None,
-    cache_len=None,
-    logit_indices=None,
   ):
     """Runs the decoder.
 
     Args:
       decoder_input_tokens: int [batch, length], targets shifted right (seqio convention).
-      decoder_positions: int [batch, length]; defaults to 0..length-1. In 'step' mode also the
-        row of the KV cache each example writes to.
+      decoder_positions: int [batch, length]; defaults to 0..length-1.
       decoder_segment_ids: int [batch, length] for packed batches; segments never see each other.
       decoder_causal_attention: int [batch, length], 1 over the bidirectional prefix region.
       deterministic: disables dropout.
-      cache_mode: None (training/eval), 'prefill' (run the prefix and store its keys/values in
-        the mutable 'cache' collection) or 'step' (one token per example, read/extend the cache).
-      cache_len: rows of the KV cache to allocate; required in 'prefill' mode.
-      logit_indices: optional int [batch]; project only the hidden state at this index of each
-        row (a prefill needs one logit per example, and the output projection is the costliest
-        matmul of a small model).
 
     Returns:
-      float32 logits [batch, length, num_embeddings], or [batch, 1, num_embeddings] when
-      logit_indices is given.
+      float32 logits [batch, length, num_embeddings].
     """
+    return self._forward(
+      decoder_input_tokens,
+      decoder_positions,
+      decoder_segment_ids,
+      decoder_causal_attention,
+      deterministic=deterministic,
+    )
+
+  def prefill(
+    self, decoder_input_tokens, decoder_causal_attention=None, *, cache_len, logit_indices
+  ):
+    """Runs the prefix and stores its keys and values in the mutable 'cache' collection.
+
+    Args:
+      decoder_input_tokens: int [batch, length], BOS + the right-padded prefix.
+      decoder_causal_attention: int [batch, length], 1 over the bidirectional prefix region.
+      cache_len: rows of the KV cache to allocate (prefix plus every token to be generated).
+      logit_indices: int [batch]; project only the hidden state at this index of each row (a
+        prefill needs one logit per example, and the output projection is the costliest matmul
+        of a small model).
+
+    Returns:
+      float32 logits [batch, 1, num_embeddings].
+    """
+    return self._forward(
+      decoder_input_tokens,
+      None,
+      None,
+      decoder_causal_attention,
+      cache_mode=CacheMode.PREFILL,
+      cache_len=cache_len,
+      logit_indices=logit_indices,
+    )
+
+  def decode_step(self, decoder_input_tokens, decoder_positions):
+    """Feeds one token per example, extending the KV cache that `prefill` filled.
+
+    Args:
+      decoder_input_tokens: int [batch, 1], each example's newest token.
+      decoder_positions: int [batch, 1], its position: also the cache row it is written to.
+
+    Returns:
+      float32 logits [batch, 1, num_embeddings].
+    """
+    return self._forward(decoder_input_tokens, decoder_positions, cache_mode=CacheMode.STEP)
+
+  @nn.compact
+  def _forward(
+    self,
+    decoder_input_tokens,
+    decoder_positions=None,
+    decoder_segment_ids=None,
+    decoder_causal_attention=None,
+    *,
+    deterministic=True,
+    cache_mode=CacheMode.NONE,
+    cache_len=None,
+    logit_indices=None,
+  ):
     cfg = self.config
     if cfg.num_embeddings is None:
       raise ValueError(
         'ModelConfig.num_embeddings is None: set it from the vocabulary '
         '(or bind NUM_EMBEDDINGS in gin)'
       )
-    if cache_mode not in _CACHE_MODES:
-      raise ValueError(f'cache_mode must be one of {_CACHE_MODES}, got {cache_mode!r}')
-    if cache_mode == 'prefill' and cache_len is None:
-      raise ValueError("cache_mode='prefill' needs cache_len")
-    if cache_mode == 'step' and decoder_positions is None:
-      raise ValueError("cache_mode='step' needs decoder_positions")
     length = decoder_input_tokens.shape[1]
     if decoder_positions is None:
       decoder_positions = jnp.broadcast_to(jnp.arange(length), decoder_input_tokens.shape)
@@ -459,47 +532,55 @@ class Decoder(nn.Module):
     # None means plainly causal: attention then takes `is_causal`, which cuDNN's fused kernel
     # runs without materialising a [length, length] mask.
     mask = None
-    if cache_mode != 'step' and (
-      decoder_causal_attention is not None or decoder_segment_ids is not None
-    ):
+    if decoder_causal_attention is not None or decoder_segment_ids is not None:
       mask = attention_mask(length, decoder_causal_attention, decoder_segment_ids)
 
-    block = DecoderBlock
-    policy = _REMAT_POLICIES[cfg.remat_policy]
-    if policy is not None and cache_mode is None:
-      block = nn.remat(block, policy=policy, prevent_cse=not cfg.scan_layers)
-    if cfg.scan_layers:
-      stack = nn.scan(
-        block,
-        variable_axes={'params': 0, 'cache': 0},
-        split_rngs={'params': True, 'dropout': True},
-        in_axes=(nn.broadcast, nn.broadcast),
-        length=cfg.num_layers,
-        metadata_params={nn.PARTITION_NAME: 'layers'},
-      )
-      x, _ = stack(cfg, deterministic, cache_mode, cache_len, name='layers')(
-        x, mask, decoder_positions
-      )
-    else:
-      for i in range(cfg.num_layers):
-        layer = block(cfg, deterministic, cache_mode, cache_len, name=f'layers_{i}')
-        x = layer(x, mask, decoder_positions)
-
+    x = _layers(cfg, x, mask, decoder_positions, deterministic, cache_mode, cache_len)
     if logit_indices is not None:
       x = jnp.take_along_axis(x, logit_indices[:, None, None], axis=1)
-    x = _norm(cfg, 'final_norm')(x)
-    if cfg.tie_embeddings:
-      logits = token_embed.attend(x)
-    else:
-      logits = nn.Dense(
-        cfg.num_embeddings,
-        use_bias=False,
-        dtype=cfg.dtype,
-        param_dtype=cfg.param_dtype,
-        kernel_init=_partitioned(_dense_init(), ('embed', 'vocab')),
-        name='logits',
-      )(x)
-    logits = nn.with_logical_constraint(
-      logits, ('activation_batch', 'activation_length', 'activation_vocab')
+    return _output_logits(cfg, token_embed, _norm(cfg, 'final_norm')(x))
+
+
+# The two helpers below build submodules of the calling `Decoder` (inside its compact method), so
+# their parameters are named exactly as if they were written inline.
+
+
+def _layers(cfg: ModelConfig, x, mask, positions, deterministic, cache_mode, cache_len):
+  """Runs the blocks: one after another, or as one nn.scan over stacked parameters."""
+  block = DecoderBlock
+  policy = _REMAT_POLICIES[cfg.remat_policy]
+  if policy is not None and cache_mode is CacheMode.NONE:
+    block = nn.remat(block, policy=policy, prevent_cse=not cfg.scan_layers)
+  if cfg.scan_layers:
+    stack = nn.scan(
+      block,
+      variable_axes={'params': 0, 'cache': 0},
+      split_rngs={'params': True, 'dropout': True},
+      in_axes=(nn.broadcast, nn.broadcast),
+      length=cfg.num_layers,
+      metadata_params={nn.PARTITION_NAME: 'layers'},
     )
-    return logits.astype(jnp.float32)
+    x, _ = stack(cfg, deterministic, cache_mode, cache_len, name='layers')(x, mask, positions)
+    return x
+  for i in range(cfg.num_layers):
+    x = block(cfg, deterministic, cache_mode, cache_len, name=f'layers_{i}')(x, mask, positions)
+  return x
+
+
+def _output_logits(cfg: ModelConfig, token_embed: nn.Embed, x):
+  """float32 logits of the final hidden states: the tied table or the `logits` projection."""
+  if cfg.tie_embeddings:
+    logits = token_embed.attend(x)
+  else:
+    logits = nn.Dense(
+      cfg.num_embeddings,
+      use_bias=False,
+      dtype=cfg.dtype,
+      param_dtype=cfg.param_dtype,
+      kernel_init=_partitioned(_dense_init(), ('embed', 'vocab')),
+      name='logits',
+    )(x)
+  logits = nn.with_logical_constraint(
+    logits, ('activation_batch', 'activation_length', 'activation_vocab')
+  )
+  return logits.astype(jnp.float32)

@@ -73,11 +73,11 @@ MOVED_ATTRIBUTES = {
 
 def _stacklevel() -> int:
   """The `warnings.warn` stack level (from `_warn`) of the user's line: the first frame
-  outside this module, the import machinery and a package's `__getattr__` (`warnings` itself
-  does not count importlib's frames)."""
+  outside this module, importlib and a package's `__getattr__`. `warnings` itself skips
+  importlib's frozen bootstrap frames, so those are not counted."""
   level, frame = 1, sys._getframe(1)  # pylint: disable=protected-access
   while frame is not None and (
-    frame.f_code.co_filename.startswith('<frozen importlib')
+    frame.f_globals.get('__name__', '').startswith('importlib')
     or frame.f_code.co_filename == __file__
     or frame.f_code.co_name == '__getattr__'
   ):

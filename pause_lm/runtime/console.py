@@ -39,7 +39,7 @@ _NOT_APPLICABLE = (
   # every checkpoint, so a restart never replays data: the risk this warns of is not ours.
   ('seqio', 'Using an uncached FunctionDataset for training'),
   # The evaluator pads every batch to fixed widths on purpose: one compiled program, results
-  # independent of which rows share a batch (pause_lm/evaluation.py).
+  # independent of which rows share a batch (pause_lm/evaluation/evaluator.py).
   ('seqio', 'Given sequence lengths are longer than necessary'),
   # An optional file of the checkpoint's folder; Orbax reads the checkpoint without it.
   ('orbax', 'Metadata file does not exist'),

@@ -7,6 +7,8 @@ come from, in order:
 * `--coordinator_address`, `--num_processes`, `--process_id` (defaulting to
   the environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
   JAX_PROCESS_ID): GPU clusters without a scheduler, and loopback CPU runs;
+  `python -m pause_lm.train` defines these flags (and `--distributed`) and passes
+  them to `initialize`: importing the library defines none;
 * SLURM (`srun` sets SLURM_NTASKS etc.) and multi-host TPU slices: JAX
   detects them itself;
 * otherwise one process and no coordination service.
@@ -26,33 +28,12 @@ on one host with exactly the batches the two would have seen.
 from collections.abc import Callable, Sequence
 import os
 
-from absl import flags
 from absl import logging
 from clu.data import dataset_iterator as clu_iterator
 from etils import epath
 import gin
 import jax
 import numpy as np
-
-_MODE = flags.DEFINE_enum(
-  'distributed',
-  'auto',
-  ['auto', 'on', 'off'],
-  'Multi-host start-up. auto: connect when a coordinator address is given '
-  'or SLURM / a multi-host TPU slice is detected; on: always call '
-  'jax.distributed.initialize (JAX detects the cluster); off: one process.',
-)
-_COORDINATOR = flags.DEFINE_string(
-  'coordinator_address',
-  None,
-  "host:port of process 0's coordination service (default: $JAX_COORDINATOR_ADDRESS).",
-)
-_NUM_PROCESSES = flags.DEFINE_integer(
-  'num_processes', None, 'Number of processes (default: $JAX_NUM_PROCESSES).'
-)
-_PROCESS_ID = flags.DEFINE_integer(
-  'process_id', None, "This process's index, 0..num_processes-1 (default: $JAX_PROCESS_ID)."
-)
 
 
 def _env_int(name: str) -> int | None:
@@ -76,7 +57,7 @@ def initialize(
   """Connects this process to the others; call before any jax computation.
 
   Args:
-    mode: 'auto', 'on' or 'off' (see the --distributed flag).
+    mode: 'auto', 'on' or 'off' (see train.py's --distributed flag).
     coordinator_address: host:port of process 0; env JAX_COORDINATOR_ADDRESS.
     num_processes: Total processes; env JAX_NUM_PROCESSES.
     process_id: This process's index; env JAX_PROCESS_ID.
@@ -106,11 +87,6 @@ def initialize(
     jax.device_count(),
   )
   return True
-
-
-def initialize_from_flags() -> bool:
-  """`initialize` with the command-line flags (absl flags must be parsed)."""
-  return initialize(_MODE.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
 @gin.configurable

@@ -22,14 +22,13 @@ from absl import app
 from absl import flags
 from etils import epath
 import gin
-import jax
 
 _SHORTHAND_PREFIX = '--gin.'
 _REQUIRED_SELECTOR = 'gin.REQUIRED/gin.constant'
 
 # The checkout this module runs from: gin files live in its `gin/` folder and
 # `include` each other by paths relative to it (e.g. 'gin/models/tiny.gin').
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]  # pause_lm/runtime/gin_utils.py
 
 
 class SettingValueError(ValueError):
@@ -281,6 +280,9 @@ def write_operative_config(model_dir: str | os.PathLike[str]) -> None:
   Args:
     model_dir: The run's output folder (local or a cloud path).
   """
+  # Imported here, not at the top: the experiment runner (pause_lm.grid) parses gin without JAX.
+  import jax  # pylint: disable=g-import-not-at-top
+
   if jax.process_index() != 0:
     return
   model_dir = epath.Path(model_dir)

@@ -14,11 +14,11 @@ known to be dead. See docs/reliability.md for what the lock can and cannot
 guarantee on object stores.
 """
 
+from collections.abc import Iterator
+import contextlib
 import dataclasses
 import datetime
 import errno
-import functools
-import inspect
 import json
 import os
 import socket
@@ -203,21 +203,12 @@ def hold(model_dir: epath.PathLike) -> RunLock | None:
   return lock
 
 
-def exclusive(train_fn):
-  """Decorates a trainer whose `model_dir` argument must be held while it runs."""
-  signature = inspect.signature(train_fn)
-
-  @functools.wraps(train_fn)
-  def wrapper(*args, **kwargs):
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    lock = hold(bound.arguments['model_dir'])
-    try:
-      return train_fn(*args, **kwargs)
-    finally:
-      if lock is not None:
-        lock.release()
-
-  # gin reads parameters with getfullargspec, which honours __signature__.
-  wrapper.__signature__ = signature
-  return wrapper
+@contextlib.contextmanager
+def held(model_dir: epath.PathLike) -> Iterator[None]:
+  """Holds MODEL_DIR's lock (`hold`) for the body, released however the body ends."""
+  lock = hold(model_dir)
+  try:
+    yield
+  finally:
+    if lock is not None:
+      lock.release()

@@ -22,23 +22,17 @@ from typing import Any
 from absl import flags
 from absl import logging
 import flax.linen as nn
-import gin
 import jax
 import jax.numpy as jnp
 
 from pause_lm.pipeline import datasets as data_lib
 from pause_lm.runtime import gin_utils
+from pause_lm.model import sizing
 from pause_lm.model import transformer as model_lib
 from pause_lm.training import optimizer as optimizer_lib
 from pause_lm.runtime import sharding
 from pause_lm.training import train_state
-
-_SIMULATED = flags.DEFINE_integer(
-  'simulated_devices',
-  None,
-  'Compile for this many simulated CPU devices instead of the local '
-  'accelerators (only before jax has started its backends).',
-)
+from pause_lm.training.settings import TrainSettings
 
 GIB = 2**30
 
@@ -129,36 +123,35 @@ def compile_from_gin(mesh: jax.sharding.Mesh | None = None) -> tuple[Any, jax.sh
   Returns:
     (compiled step, mesh, a one-line description of the configuration).
   """
-  # The arguments gin would call `train` with, references (model, optimizer, mesh) evaluated.
-  train_args = gin.get_bindings('train')
-  config = train_args['model']
-  sequence_length = train_args['sequence_length']
+  # The settings gin would call `train` with, references (model, optimizer, mesh) evaluated.
+  settings = TrainSettings.from_gin()
+  config = settings.model
+  sequence_length = settings.sequence_length
   if config.num_embeddings is None:
-    info = data_lib.task_info(train_args['task'])
-    config = train_state.model_config_for_task(config, info, sequence_length)
+    info = data_lib.task_info(settings.task)
+    config = sizing.model_config_for_task(config, info, sequence_length)
     pause_id = info.pause_id
   else:
     pause_id = config.num_embeddings - 1  # Memory does not depend on it.
-  mesh = mesh or train_args['mesh']
-  num_microbatches = train_args.get('num_microbatches', 1)
+  mesh = mesh or settings.mesh
+  num_microbatches = settings.num_microbatches
   compiled = compile_train_step(
     config,
-    train_args['optimizer'],
+    settings.optimizer,
     mesh,
-    batch_size=train_args['batch_size'],
+    batch_size=settings.batch_size,
     sequence_length=sequence_length,
     num_microbatches=num_microbatches,
-    z_loss=train_args.get('z_loss', 0.0),
+    z_loss=settings.z_loss,
     pause_id=pause_id,
   )
   params = sum(
-    x.size
-    for x in jax.tree.leaves(nn.unbox(train_state.abstract_params(model_lib.Decoder(config))))
+    x.size for x in jax.tree.leaves(nn.unbox(sizing.abstract_params(model_lib.Decoder(config))))
   )
   label = (
     f'{params / 1e9:.3f}B params, {config.dtype.name} compute, '
     f'{config.param_dtype.name} params, remat={config.remat_policy}, '
-    f'batch {train_args["batch_size"]} x {sequence_length} in '
+    f'batch {settings.batch_size} x {sequence_length} in '
     f'{num_microbatches} microbatch(es)'
   )
   return compiled, mesh, label
@@ -171,9 +164,23 @@ def use_simulated_devices(count: int | None) -> None:
     jax.config.update('jax_num_cpu_devices', count)
 
 
-def run_from_gin() -> dict[str, float]:
-  """Compiles the configured step and prints its memory report."""
-  use_simulated_devices(_SIMULATED.value)
+SIMULATED_DEVICES_HELP = (
+  'Compile for this many simulated CPU devices instead of the local '
+  'accelerators (only before jax has started its backends).'
+)
+
+
+def run_from_gin(simulated_devices: int | None = None) -> dict[str, float]:
+  """Compiles the configured step and prints its memory report.
+
+  Args:
+    simulated_devices: Compile for this many CPU devices (`--simulated_devices`); None: the
+      local devices.
+
+  Returns:
+    The report's per-device GiB.
+  """
+  use_simulated_devices(simulated_devices)
   compiled, mesh, label = compile_from_gin()
   report = memory_report(compiled)
   print(format_report(report, mesh, label), flush=True)
@@ -184,8 +191,11 @@ def main(argv: Sequence[str]) -> None:
   gin_utils.reject_positional_args(argv)
   logging.set_verbosity(logging.WARNING)
   gin_utils.parse_settings()
-  run_from_gin()
+  run_from_gin(flags.FLAGS.simulated_devices)
 
 
 if __name__ == '__main__':
+  # Only when run as a program: importing this module (train.py does, with a flag of the same
+  # name for --compile_only) defines no flags.
+  flags.DEFINE_integer('simulated_devices', None, SIMULATED_DEVICES_HELP)
   gin_utils.run(main)

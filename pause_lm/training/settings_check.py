@@ -1,12 +1,10 @@
 """Core training settings checked by name before any work, each error with its fix.
 
 Without this, `TRAIN_STEPS='abc'` or `BATCH_SIZE=0` fail deep inside TF or
-optax with messages that never name the setting. `validated` runs the checks
-before the trainer body (and so before the run lock or any file in MODEL_DIR).
+optax with messages that never name the setting. `trainer.train` runs
+`check_train_settings` first (and so before the run lock or any file in MODEL_DIR).
 """
 
-import functools
-import inspect
 import numbers
 
 import gin
@@ -15,6 +13,7 @@ from pause_lm.pipeline import datasets as data_lib
 from pause_lm.runtime import gin_utils
 from pause_lm.data import preprocessors
 from pause_lm.runtime import sharding
+from pause_lm.training.settings import TrainSettings
 
 # The trainer argument each macro of the run files feeds, for messages.
 _FLAG_NAMES = {
@@ -70,8 +69,7 @@ def task_num_pauses(task_name: str) -> int:
   for member in getattr(task, 'tasks', None) or [task]:
     for step in member.preprocessors:
       if getattr(step, 'func', None) is preprocessors.append_pauses:
-        keywords = step.keywords
-        most = max(most, int(keywords.get('max_pauses') or keywords.get('num_pauses', 0)))
+        most = max(most, step.keywords['variant'].largest)
   return most
 
 
@@ -103,27 +101,18 @@ def check_task_composition(task: str) -> None:
     )
 
 
-def check_train_settings(
-  *,
-  task: str,
-  train_steps,
-  batch_size,
-  sequence_length,
-  mesh,
-  num_microbatches=1,
-  log_every_steps=1,
-  eval_every_steps=None,
-  make_evaluator=None,
-) -> None:
+def check_train_settings(settings: TrainSettings) -> None:
   """Raises SettingValueError naming the first unusable core setting."""
-  for name, value in (
-    ('train_steps', train_steps),
-    ('batch_size', batch_size),
-    ('sequence_length', sequence_length),
-    ('num_microbatches', num_microbatches),
-    ('log_every_steps', log_every_steps),
+  for name in (
+    'train_steps',
+    'batch_size',
+    'sequence_length',
+    'num_microbatches',
+    'log_every_steps',
   ):
-    _positive_int(name, value)
+    _positive_int(name, getattr(settings, name))
+  task, sequence_length = settings.task, settings.sequence_length
+  eval_every_steps = settings.eval_every_steps
   learning_rate = configured_learning_rate()
   if learning_rate is not None and (
     isinstance(learning_rate, bool)
@@ -135,10 +124,10 @@ def check_train_settings(
       'learning_rate) must be a number > 0; set e.g. '
       '--gin.LEARNING_RATE=1e-4.'
     )
-  sharding.check_batch_size(batch_size, mesh, num_microbatches)
+  sharding.check_batch_size(settings.batch_size, settings.mesh, settings.num_microbatches)
   if eval_every_steps is not None:
     _positive_int('eval_every_steps', eval_every_steps)
-    if make_evaluator is None:
+    if settings.make_evaluator is None:
       raise SettingValueError(
         f'EVAL_EVERY_STEPS={eval_every_steps} needs an evaluation to run: bind '
         '`train.make_evaluator = @periodic_evaluator` (gin/stdft.gin does), or set '
@@ -157,30 +146,3 @@ def check_train_settings(
         f'--gin.SEQUENCE_LENGTH above {lengths["targets"] + num_pauses} '
         '(well above: every token the pauses leave is the question).'
       )
-
-
-def validated(train_fn):
-  """Decorates the trainer: `check_train_settings` on its arguments first."""
-  signature = inspect.signature(train_fn)
-
-  @functools.wraps(train_fn)
-  def wrapper(*args, **kwargs):
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    arguments = bound.arguments
-    check_train_settings(
-      task=arguments['task'],
-      train_steps=arguments['train_steps'],
-      batch_size=arguments['batch_size'],
-      sequence_length=arguments['sequence_length'],
-      mesh=arguments['mesh'],
-      num_microbatches=arguments['num_microbatches'],
-      log_every_steps=arguments['log_every_steps'],
-      eval_every_steps=arguments['eval_every_steps'],
-      make_evaluator=arguments['make_evaluator'],
-    )
-    return train_fn(*args, **kwargs)
-
-  # gin reads parameters with getfullargspec, which honours __signature__.
-  wrapper.__signature__ = signature
-  return wrapper

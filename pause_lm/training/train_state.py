@@ -1,20 +1,20 @@
-"""The train state and its step, shared by training, the AOT check, summary and benchmarks.
+"""The train state and its step, shared by training, the AOT check and the benchmarks.
 
-One module owns the sizing, the abstract state and its shardings, and the jitted step, so the
-step the benchmarks time is the step `trainer.train` runs. It imports no input pipeline
+One module owns the abstract state and its shardings and the jitted step, so the step the
+benchmarks time is the step `trainer.train` runs (the model's sizing, which evaluation and the
+commands share too, is pause_lm.model.sizing). It imports no input pipeline
 (TensorFlow, SeqIO), so an accelerator check needs only JAX, Flax, Optax and gin.
 """
 
 from collections.abc import Callable, Mapping
-import dataclasses
-from typing import Any, Protocol
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from pause_lm.model import transformer as model_lib
+from pause_lm.model import sizing
 from pause_lm.training import optimizer as optimizer_lib
 from pause_lm.runtime import sharding
 
@@ -148,52 +148,6 @@ def make_train_step(
   return train_step
 
 
-class TaskSizes(Protocol):
-  """What sizing needs from a task (`data.TaskInfo` has it)."""
-
-  name: str
-  vocab_size: int
-  num_embeddings: int
-
-
-def model_config_for_task(
-  config: model_lib.ModelConfig, info: TaskSizes, sequence_length: int
-) -> model_lib.ModelConfig:
-  """`config` with its embedding table sized for the task's vocabulary, checked."""
-  if config.num_embeddings is None:
-    config = dataclasses.replace(config, num_embeddings=info.num_embeddings)
-  elif config.num_embeddings < info.vocab_size:
-    raise ValueError(
-      f'NUM_EMBEDDINGS={config.num_embeddings} is smaller than the '
-      f'{info.vocab_size} ids of task {info.name!r} (the <pause> row '
-      f'included); set --gin.NUM_EMBEDDINGS=None to size it from the task.'
-    )
-  if sequence_length > config.max_len:
-    raise ValueError(
-      f"SEQUENCE_LENGTH={sequence_length} exceeds the model's max_len="
-      f'{config.max_len}; lower SEQUENCE_LENGTH or raise '
-      '--gin.ModelConfig.max_len.'
-    )
-  return config
-
-
-def abstract_params(model: nn.Module) -> Any:
-  """The model's parameter shapes, boxed with their logical axis names; nothing allocated."""
-  return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))['params']
-
-
-def sharded_abstract_params(
-  model: nn.Module, mesh: jax.sharding.Mesh, rules: sharding.LogicalRules
-) -> tuple[Any, Any]:
-  """(parameter shapes carrying their shardings, the shardings), as training lays them out."""
-  boxed = abstract_params(model)
-  shardings = sharding.logical_to_shardings(nn.get_partition_spec(boxed), mesh, rules)
-  abstract = jax.tree.map(
-    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed), shardings
-  )
-  return abstract, shardings
-
-
 def abstract_state_and_shardings(
   model: nn.Module,
   optimizer: optax.GradientTransformation,
@@ -214,7 +168,7 @@ def abstract_state_and_shardings(
     params = nn.unbox(model.init(rng, dummy)['params'])
     return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': optimizer.init(params)}
 
-  _, param_shardings = sharded_abstract_params(model, mesh, rules)
+  _, param_shardings = sizing.sharded_abstract_params(model, mesh, rules)
   abstract = jax.eval_shape(init, jax.random.key(0))
   replicated = sharding.replicated(mesh)
   opt_shardings = optax.tree_map_params(

@@ -1,8 +1,9 @@
 """The training loop: one jitted, sharded step; Orbax resume; hooks for the rest.
 
 Read `train` top to bottom: it gets the model, optimizer, mesh and checkpoint
-settings as arguments (the run file wires them: `train.model = @ModelConfig()`),
-builds the input pipeline, restores (or initialises) the state, then steps. What
+settings as arguments (`TrainSettings`; the run file wires them: `train.model =
+@ModelConfig()`), checks them, takes MODEL_DIR's lock, builds the input pipeline and
+restores (or initialises) the state (`_build`), makes the hooks, then steps (`_loop`). What
 happens between steps (metrics, the divergence check, evaluation, checkpoints) is
 in `train_hooks`. Everything the step needs to be exactly resumable is in the
 checkpoint: the state (its `step` also seeds dropout) and the input iterator's
@@ -28,9 +29,11 @@ from pause_lm.runtime import console
 from pause_lm.pipeline import datasets as data_lib
 from pause_lm.runtime import distributed
 from pause_lm.runtime import gin_utils
+from pause_lm.model import sizing
 from pause_lm.model import transformer as model_lib
-from pause_lm.training import optimizer as optimizer_lib
 from pause_lm.runtime import run_lock
+from pause_lm.training import settings as settings_lib
+from pause_lm.training.settings import TrainSettings
 from pause_lm.training import settings_check
 from pause_lm.runtime import sharding
 from pause_lm.training import hooks as train_hooks
@@ -101,166 +104,183 @@ def check_batch(
       )
 
 
-# Builds the evaluation a run does every EVAL_EVERY_STEPS steps, from (task, model config,
-# sequence length, model_dir); `evaluation.periodic_evaluator` is one.
-MakeEvaluator = Callable[[str, model_lib.ModelConfig, int, str], train_hooks.EvalFn]
-
-
 @gin.configurable
-@settings_check.validated  # Settings first: nothing is written before.
-@run_lock.exclusive  # Then MODEL_DIR's lock, before anything else.
-def train(
-  model_dir: str = gin.REQUIRED,
-  task: str = gin.REQUIRED,
-  train_steps: int = gin.REQUIRED,
-  sequence_length: int = gin.REQUIRED,
-  batch_size: int = gin.REQUIRED,
-  model: model_lib.ModelConfig = gin.REQUIRED,
-  optimizer: optimizer_lib.Optimizer = gin.REQUIRED,
-  mesh: jax.sharding.Mesh = gin.REQUIRED,
-  checkpoint: checkpointing.CheckpointConfig = checkpointing.CheckpointConfig(),
-  seed: int = 0,
-  data_seed: int | None = None,
-  pack: bool = False,
-  init_checkpoint: str | None = None,
-  z_loss: float = 0.0,
-  num_microbatches: int = 1,
-  log_every_steps: int = 100,
-  peak_flops_per_device: float | None = None,
-  profile_every_steps: int | None = None,
-  eval_every_steps: int | None = None,
-  make_evaluator: MakeEvaluator | None = None,
-) -> TrainResult:
+@settings_lib.keyword_parameters
+def train(settings: TrainSettings) -> TrainResult:
   """Trains (or resumes training) and returns the final state.
 
-  Args:
-    model_dir: Output folder: checkpoints/, TensorBoard files, config.gin. A
-      folder that already holds checkpoints is resumed from the latest.
-    task: Registered SeqIO task to train on.
-    train_steps: Total optimizer steps (a resumed run continues to it).
-    sequence_length: Tokens per example.
-    batch_size: Global batch size in examples, over all processes.
-    model: The decoder; an unset `num_embeddings` is sized from the task.
-    optimizer: The update rule and its schedule (`optimizer.create_optimizer`).
-    mesh: The device mesh (`sharding.create_mesh`).
-    checkpoint: When checkpoints are written and how many are kept.
-    seed: Seeds parameter initialisation and dropout.
-    data_seed: Seeds the data order; defaults to `seed`.
-    pack: Pack several examples per row (finetuning on short examples).
-    init_checkpoint: Start from these parameters (a MODEL_DIR, its
-      checkpoints/ folder or one step folder) with a fresh optimizer at step
-      0. Ignored when model_dir already holds checkpoints (that is a resume).
-    z_loss: Coefficient of the z-loss; 0 disables it.
-    num_microbatches: Split each batch into this many sequential microbatches
-      whose gradients are summed (same result, less activation memory).
-    log_every_steps: Write metrics every this many steps.
-    peak_flops_per_device: Peak FLOP/s of one device, for MFU. Looked up from
-      the device kind when unset (accelerators only).
-    profile_every_steps: Capture a profiler trace every this many steps.
-    eval_every_steps: Evaluate every this many steps and at the end; None never does.
-    make_evaluator: Builds that evaluation (`train.make_evaluator =
-      @periodic_evaluator` in gin/stdft.gin); needed when eval_every_steps is set.
+  Called with `TrainSettings`' fields as keyword arguments (`train(model_dir=..., ...)`), which
+  is how gin binds them (`train.model_dir = %MODEL_DIR`); the fields say what each one does.
 
   Returns:
     The final step, state and logged metrics.
   """
-  data_seed = seed if data_seed is None else data_seed
-  info = data_lib.task_info(task)
-  config = train_state.model_config_for_task(model, info, sequence_length)
-  decoder = model_lib.Decoder(config)
-  rules = sharding.logical_axis_rules()
-  checkpointer = checkpointing.Checkpointer(epath.Path(model_dir) / 'checkpoints', checkpoint)
-  run_info = {
-    'task': task,
-    'sequence_length': sequence_length,
-    'batch_size': batch_size,
-    'pack': pack,
-    'data_seed': data_seed,
+  settings_check.check_train_settings(settings)  # Settings first: nothing is written before.
+  with run_lock.held(settings.model_dir):  # Then MODEL_DIR's lock, before anything else.
+    parts = _build(settings)
+    hooks = _make_hooks(settings, parts)
+    step, state = _loop(settings, parts, hooks)
+    if jax.process_index() == 0:
+      log = hooks.log
+      console.log_run_summary(
+        step=step,
+        total_steps=settings.train_steps,
+        seconds=hooks.progress.elapsed(),
+        metrics=log.history[-1][1] if log.history else None,
+        model_dir=settings.model_dir,
+        checkpoint_step=hooks.save.saved_step,
+        stopped=step < settings.train_steps,
+      )
+  return TrainResult(step=step, state=state, history=hooks.log.history)
+
+
+@dataclasses.dataclass
+class _Parts:
+  """What `_build` makes for the loop: the model's config, its data, state and step."""
+
+  config: model_lib.ModelConfig
+  checkpointer: checkpointing.Checkpointer
+  train_iter: distributed.ShardedIterator
+  run_info: dict[str, Any]
+  state: State | None  # None once `_loop` has taken it.
+  start_step: int
+  step_fn: Callable[[State, Mapping[str, jax.Array]], tuple[State, dict[str, jax.Array]]]
+  evaluate: train_hooks.EvalFn | None
+
+
+def _run_info(s: TrainSettings) -> dict[str, Any]:
+  """What a checkpoint records of the data it was trained on, checked again on resume."""
+  return {
+    'task': s.task,
+    'sequence_length': s.sequence_length,
+    'batch_size': s.batch_size,
+    'pack': s.pack,
+    'data_seed': s.order_seed,
     'input_shards': distributed.input_shards(),
   }
 
+
+def _build(s: TrainSettings) -> _Parts:
+  """The model, checkpointer and data; the state restored or initialised; the jitted step."""
+  info = data_lib.task_info(s.task)
+  config = sizing.model_config_for_task(s.model, info, s.sequence_length)
+  decoder = model_lib.Decoder(config)
+  rules = sharding.logical_axis_rules()
+  checkpointer = checkpointing.Checkpointer(epath.Path(s.model_dir) / 'checkpoints', s.checkpoint)
+  run_info = _run_info(s)
   init, abstract_state, state_shardings = train_state.abstract_state_and_shardings(
-    decoder, optimizer.transform, mesh, rules
+    decoder, s.optimizer.transform, s.mesh, rules
   )
   train_iter = create_train_iterator(
-    task, sequence_length=sequence_length, global_batch_size=batch_size, seed=data_seed, pack=pack
+    s.task,
+    sequence_length=s.sequence_length,
+    global_batch_size=s.batch_size,
+    seed=s.order_seed,
+    pack=s.pack,
   )
-  with jax.set_mesh(mesh):
+  with jax.set_mesh(s.mesh):
     state = _restore_or_initialize(
       checkpointer,
       init,
       abstract_state,
       state_shardings,
-      optimizer.transform,
+      s.optimizer.transform,
       train_iter,
       run_info,
-      seed,
-      init_checkpoint,
+      s.seed,
+      s.init_checkpoint,
     )
   start_step = int(jax.device_get(state['step']))
-  evaluate = make_evaluator(task, config, sequence_length, model_dir) if eval_every_steps else None
-  # Every configurable has been called by now, so the operative config is
-  # complete.
-  gin_utils.write_operative_config(model_dir)
+  evaluate = None
+  if s.eval_every_steps:
+    evaluate = s.make_evaluator(s.task, config, s.sequence_length, s.model_dir)
+  # Every configurable has been called by now, so the operative config is complete.
+  gin_utils.write_operative_config(s.model_dir)
   logging.info(
     'Model: %s; %d parameters; mesh %s.',
     config,
     sum(x.size for x in jax.tree.leaves(abstract_state['params'])),
-    dict(mesh.shape),
+    dict(s.mesh.shape),
   )
   step_fn = train_state.jit_train_step(
     decoder,
-    optimizer.transform,
-    optimizer.schedule,
+    s.optimizer.transform,
+    s.optimizer.schedule,
     rules,
-    mesh,
+    s.mesh,
     state_shardings,
     pause_id=info.pause_id,
-    dropout_seed=seed,
-    z_loss=z_loss,
-    num_microbatches=num_microbatches,
+    dropout_seed=s.seed,
+    z_loss=s.z_loss,
+    num_microbatches=s.num_microbatches,
   )
+  return _Parts(config, checkpointer, train_iter, run_info, state, start_step, step_fn, evaluate)
 
+
+@dataclasses.dataclass
+class _Hooks:
+  """What runs after each step, in order, and the parts of it the loop and summary read."""
+
+  writer: metric_writers.MetricWriter
+  progress: console.ProgressReporter
+  buffer: train_hooks.MetricsBuffer
+  log: train_hooks.LogMetrics
+  save: train_hooks.SaveCheckpoint
+  all: list[Callable[..., None]]
+
+
+def _make_hooks(s: TrainSettings, parts: _Parts) -> _Hooks:
+  """Metrics, evaluation and profiling, then the checkpoint save (last: it saves what the
+  others have checked)."""
   # Its logging part is a library's INFO: shown with --logger_levels=clu:INFO.
-  writer = metric_writers.create_default_writer(model_dir, just_logging=jax.process_index() > 0)
-  progress = console.ProgressReporter(train_steps, enabled=jax.process_index() == 0)
+  writer = metric_writers.create_default_writer(s.model_dir, just_logging=jax.process_index() > 0)
+  progress = console.ProgressReporter(s.train_steps, enabled=jax.process_index() == 0)
   buffer = train_hooks.MetricsBuffer()
-  throughput = train_hooks.Throughput(start_step)
-  tokens_per_step = batch_size * sequence_length
+  throughput = train_hooks.Throughput(parts.start_step)
+  tokens_per_step = s.batch_size * s.sequence_length
   log = train_hooks.LogMetrics(
     buffer,
     throughput,
     writer,
     progress,
-    checkpointer,
-    every_steps=log_every_steps,
+    parts.checkpointer,
+    every_steps=s.log_every_steps,
     tokens_per_step=tokens_per_step,
-    flops_per_step=config.flops_per_token(sequence_length) * tokens_per_step,
-    peak_flops=train_state.peak_flops(peak_flops_per_device),
-    extra_metrics=lambda: data_lib.check_truncation(task),
+    flops_per_step=parts.config.flops_per_token(s.sequence_length) * tokens_per_step,
+    peak_flops=train_state.peak_flops(s.peak_flops_per_device),
+    extra_metrics=lambda: data_lib.check_truncation(s.task),
   )
-  save = train_hooks.SaveCheckpoint(checkpointer, buffer, train_iter, run_info)
+  save = train_hooks.SaveCheckpoint(parts.checkpointer, buffer, parts.train_iter, parts.run_info)
   hooks = [log]
-  if evaluate:
-    hooks.append(train_hooks.Evaluate(evaluate, eval_every_steps, writer, throughput))
-  if profile_every_steps and jax.process_index() == 0:
-    hooks.append(train_hooks.Profile(model_dir, profile_every_steps))
-  hooks.append(save)  # Last: it saves what the others have checked.
+  if parts.evaluate:
+    hooks.append(train_hooks.Evaluate(parts.evaluate, s.eval_every_steps, writer, throughput))
+  if s.profile_every_steps and jax.process_index() == 0:
+    hooks.append(train_hooks.Profile(s.model_dir, s.profile_every_steps))
+  hooks.append(save)
+  return _Hooks(writer, progress, buffer, log, save, hooks)
 
-  watcher = checkpointing.PreemptionWatcher(checkpointer)
-  step = start_step
+
+def _loop(s: TrainSettings, parts: _Parts, hooks: _Hooks) -> tuple[int, State]:
+  """Steps to `train_steps` (or a SIGTERM), then closes the writer and the checkpointer.
+
+  Returns:
+    The step reached and the state at it.
+  """
+  watcher = checkpointing.PreemptionWatcher(parts.checkpointer)
+  step, state = parts.start_step, parts.state
+  parts.state = None  # The loop's from here on (the first step is donated it).
   try:
-    with jax.set_mesh(mesh):
-      while step < train_steps:
-        local_batch = next(train_iter)
-        if step == start_step:
-          check_batch(local_batch, batch_size // jax.process_count(), sequence_length)
-        state, metrics = step_fn(state, sharding.make_global_batch(local_batch, mesh))
+    with jax.set_mesh(s.mesh):
+      while step < s.train_steps:
+        local_batch = next(parts.train_iter)
+        if step == parts.start_step:
+          check_batch(local_batch, s.batch_size // jax.process_count(), s.sequence_length)
+        state, metrics = parts.step_fn(state, sharding.make_global_batch(local_batch, s.mesh))
         step += 1
-        buffer.add(step, metrics)
+        hooks.buffer.add(step, metrics)
         preempted = watcher.reached(step)
-        for hook in hooks:
-          hook(step, state, last=step == train_steps or preempted)
+        for hook in hooks.all:
+          hook(step, state, last=step == s.train_steps or preempted)
         if preempted:
           logging.warning(
             'Stopped at step %d after SIGTERM; checkpoint saved. Rerun the same command to resume.',
@@ -269,22 +289,12 @@ def train(
           break
   finally:
     watcher.close()
-    writer.flush()
-    writer.close()
+    hooks.writer.flush()
+    hooks.writer.close()
     # Lets an in-flight save of a good state finish even when a step failed.
-    checkpointer.wait_until_finished()
-    checkpointer.close()
-  if jax.process_index() == 0:
-    console.log_run_summary(
-      step=step,
-      total_steps=train_steps,
-      seconds=progress.elapsed(),
-      metrics=log.history[-1][1] if log.history else None,
-      model_dir=model_dir,
-      checkpoint_step=save.saved_step,
-      stopped=step < train_steps,
-    )
-  return TrainResult(step=step, state=state, history=log.history)
+    parts.checkpointer.wait_until_finished()
+    parts.checkpointer.close()
+  return step, state
 
 
 def _restore_or_initialize(
