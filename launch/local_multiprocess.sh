@@ -15,8 +15,14 @@
 #   LOG_DIR   Folder for process_<i>.log (stdout and stderr of process i).
 #             Default: a new temporary folder, printed at the start.
 #   PORT      Loopback port of the coordination service. Default: a free one.
-# The script exits with the first non-zero status among the processes, and
-# stops the others when one fails (otherwise they would wait for it forever).
+#
+# When a process ends with a non-zero status (killed, out of memory, or stopped by its own
+# error), the others are killed at once: their next collective would wait for the dead one
+# until gloo times out (over a minute, then a C++ stack), and a SIGTERM save cannot complete
+# without it. The last line says which process ended, how, where its log is, and that
+# rerunning the same command resumes from the last checkpoint; the script exits with that
+# process's status. SIGINT or SIGTERM to this script is passed on to every process (each
+# saves a checkpoint and exits, as a run stopped by SIGTERM does).
 set -euo pipefail
 
 if [[ $# -lt 3 ]]; then
@@ -36,12 +42,12 @@ mkdir -p "${LOG_DIR}"
 echo "Logs of ${NUM_PROCESSES} processes in ${LOG_DIR}" >&2
 
 pids=()
-cleanup() {
+stop_all() {  # stop_all SIGNAL: sends SIGNAL to every process still running.
   for pid in "${pids[@]}"; do
-    kill "${pid}" 2>/dev/null || true
+    kill "-$1" "${pid}" 2>/dev/null || true
   done
 }
-trap cleanup INT TERM
+trap 'stop_all TERM' INT TERM
 
 for ((i = 0; i < NUM_PROCESSES; i++)); do
   JAX_PLATFORMS=cpu \
@@ -51,25 +57,48 @@ for ((i = 0; i < NUM_PROCESSES; i++)); do
   JAX_PROCESS_ID="${i}" \
     "$@" >"${LOG_DIR}/process_${i}.log" 2>&1 &
   pids+=("$!")
+  echo "Process ${i}: pid $!, log ${LOG_DIR}/process_${i}.log" >&2
 done
 
-status=0
-remaining=${#pids[@]}
-while ((remaining > 0)); do
-  # wait -n returns as soon as any process ends, so one failure stops all.
-  if wait -n; then
+# From here on this script writes to fd 3: the shell's own notices of a killed process
+# ("line 82: 4242 Killed  JAX_PLATFORMS=cpu ...") go to fd 2, now /dev/null.
+exec 3>&2 2>/dev/null
+
+# Polls rather than `wait -n`: the shell reaps a process as soon as it ends (so `kill -0`
+# fails) and keeps its status for `wait PID`, which tells which process it was on any bash.
+ended=()  # ended[i] is set once process i has ended with status 0.
+remaining=${NUM_PROCESSES}
+failed='' status=0
+while ((remaining > 0)) && [[ -z "${failed}" ]]; do
+  sleep 0.2
+  for ((i = 0; i < NUM_PROCESSES; i++)); do
+    [[ -n "${ended[i]:-}" ]] && continue
+    kill -0 "${pids[i]}" 2>/dev/null && continue
+    rc=0
+    wait "${pids[i]}" || rc=$?
+    ended[i]=1
     remaining=$((remaining - 1))
-  else
-    rc=$?
-    echo "A process failed with status ${rc}; stopping the others." >&2
-    for ((i = 0; i < NUM_PROCESSES; i++)); do
-      echo "--- tail of ${LOG_DIR}/process_${i}.log" >&2
-      tail -n 20 "${LOG_DIR}/process_${i}.log" >&2 || true
-    done
-    cleanup
-    status=${rc}
-    break
-  fi
+    if ((rc != 0)); then
+      failed=${i} status=${rc}
+      break
+    fi
+  done
 done
+
+if [[ -n "${failed}" ]]; then
+  stop_all KILL
+  wait || true
+  log="${LOG_DIR}/process_${failed}.log"
+  if ((status > 128)) && signal=$(kill -l "$((status - 128))" 2>/dev/null); then
+    how="was killed by SIG${signal} (exit status ${status})"
+  else
+    how="exited with status ${status}"
+    echo "--- last lines of ${log}:" >&3
+    tail -n 5 "${log}" >&3 || true
+  fi
+  echo "Process ${failed} of ${NUM_PROCESSES} (pid ${pids[failed]}) ${how}; log: ${log}." \
+    "The other processes were stopped. Fix the cause if that log shows one, then rerun the" \
+    "same command: it resumes from the last checkpoint." >&3
+fi
 wait || true
 exit "${status}"

@@ -18,6 +18,7 @@ from etils import epath
 from pause_lm.checkpointing import checkpointer as checkpointing
 from pause_lm.checkpointing import integrity
 from pause_lm.checkpointing import step_folder
+from pause_lm.runtime import console
 
 INTACT, DAMAGED, UNVERIFIED = 'intact', 'DAMAGED', 'no checksums'
 
@@ -72,4 +73,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(console.report_errors(main))

@@ -7,13 +7,22 @@ r"""Converts Hugging Face checkpoints to pause-lm checkpoints and back.
   #   DIR/hf_base/              HF_DIR's config.json and tokenizer files, for the way back
 
   # pause-lm -> HF (config.json + model.safetensors, and the tokenizer with <pause> when known):
-  python -m pause_lm.convert --to_hf=HF_DIR --model_dir=DIR [--hf_base=...] [--pause_id=...]
+  python -m pause_lm.convert --to_hf=HF_DIR --model_dir=DIR [--hf_base=...] [--pause_id=...] \
+      [--overwrite]
 
 `--to_hf` reads the model from `--gin_file` if given, else DIR/model.gin, else the run's
 operative DIR/config.gin, and the latest checkpoint under DIR (a converted folder or a training
 run's MODEL_DIR). The HF folder loads with transformers' AutoModelForCausalLM/AutoTokenizer.
 Use DIR as INIT_CHECKPOINT of a new MODEL_DIR, not as a MODEL_DIR to resume: it holds
 parameters only, no optimizer state or input position.
+
+`--from_hf` checks HF_DIR before writing anything: config.json (valid JSON, every size a
+positive integer), every tensor's shape and dtype against it (floats only; embedding rows equal
+to vocab_size; none missing, none extra), every value finite, and the tokenizer files. `--to_hf`
+writes into a temporary folder beside HF_DIR and moves it into place when complete; an HF_DIR
+that already holds a model (config.json, *.safetensors, an index, tokenizer files) is refused
+unless `--overwrite` is given, which removes those files first (other files stay). A problem
+stops the command with one message naming the file and the fix, and exit status 1.
 """
 
 from collections.abc import Sequence
@@ -49,6 +58,24 @@ _HF_BASE = flags.DEFINE_string(
 _PAUSE_ID = flags.DEFINE_integer(
   'pause_id', None, "--to_hf: the <pause> id (default: the hf_base config's vocab_size)."
 )
+_OVERWRITE = flags.DEFINE_bool(
+  'overwrite',
+  False,
+  '--to_hf: replace a model already in the HF folder (its model and tokenizer files are '
+  'removed first); without it such a folder is refused.',
+)
+
+
+def _convert() -> None:
+  if _FROM_HF.value:
+    convert.from_hf(_FROM_HF.value, _MODEL_DIR.value, _DTYPE.value, _SCAN_LAYERS.value)
+    return
+  gin_files = FLAGS.gin_file or convert.model_gin_files(_MODEL_DIR.value)
+  gin_utils.parse_settings(
+    lambda: gin_utils.parse_gin(gin_files, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+  )
+  convert.to_hf(_MODEL_DIR.value, _TO_HF.value, _HF_BASE.value, _PAUSE_ID.value, _OVERWRITE.value)
+  gin.clear_config()
 
 
 def main(argv: Sequence[str]) -> None:
@@ -59,15 +86,9 @@ def main(argv: Sequence[str]) -> None:
       'Give --model_dir and exactly one of --from_hf=HF_DIR (HF -> pause-lm) '
       'and --to_hf=HF_DIR (pause-lm -> HF).'
     )
-  if _FROM_HF.value:
-    convert.from_hf(_FROM_HF.value, _MODEL_DIR.value, _DTYPE.value, _SCAN_LAYERS.value)
-    return
-  gin_files = FLAGS.gin_file or convert.model_gin_files(_MODEL_DIR.value)
-  gin_utils.parse_settings(
-    lambda: gin_utils.parse_gin(gin_files, FLAGS.gin_bindings, FLAGS.gin_search_paths)
-  )
-  convert.to_hf(_MODEL_DIR.value, _TO_HF.value, _HF_BASE.value, _PAUSE_ID.value)
-  gin.clear_config()
+  # The library's own errors (a bad HF file, a damaged checkpoint, an occupied target) end
+  # the command as one line with their fix: gin_utils.run prints them (console.report_errors).
+  _convert()
 
 
 if __name__ == '__main__':

@@ -4,8 +4,10 @@ r"""Evaluates a checkpoint on a downstream task, at any inference-time number of
       --gin.CHECKPOINT_PATH="'runs/pausept_pauseft10_squad'" \
       --gin.TASK="'squad_pause10'" [--gin.NUM_INFERENCE_PAUSES=5]
 
-Writes metrics.json and predictions.jsonl to EVAL_OUTPUT_DIR (default: the checkpoint's step
-folder, under eval/TASK_EVALUATED) and prints the metrics. The evaluation itself lives in
+Writes metrics.json and predictions.jsonl to EVAL_OUTPUT_DIR (default: MODEL_DIR/eval/step_N/
+TASK_EVALUATED, beside the checkpoints, where their rotation cannot delete them) and prints the
+metrics. The checkpoint is verified against its checksums first; a damaged step is never
+evaluated (docs/reliability.md). The evaluation itself lives in
 pause_lm/evaluation/evaluator.py (this module only parses flags, as train.py does for trainer.py, so
 that gin sees each configurable once).
 """

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from absl import app
 
 from pause_lm.grid import report
+from pause_lm.runtime import console
 
 
 def main(argv: Sequence[str]) -> None:
@@ -21,4 +22,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(console.report_errors(main))

@@ -15,14 +15,15 @@ per-device memory instead of training (see pause_lm/training/aot.py).
 
 The console shows one progress line per log interval and a summary line at
 the end; libraries' INFO lines are shown with --verbosity=0 or
---logger_levels=NAME:INFO (see pause_lm/runtime/console.py).
+--logger_levels=NAME:INFO (see pause_lm/runtime/console.py). A run the
+library stops (a setting, the run lock, divergence, a damaged checkpoint...)
+ends with its cause and fix as the last lines and exit status 1, without a
+traceback unless --verbosity=1 (`console.report_errors`, docs/reliability.md).
 """
 
 from collections.abc import Sequence
-import sys
 
 from absl import flags
-from absl import logging
 
 # First: TensorFlow's start-up lines are printed as it is imported.
 from pause_lm.runtime import console  # pylint: disable=g-bad-import-order
@@ -31,13 +32,8 @@ console.quiet_tensorflow_import()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from pause_lm.training import aot
-from pause_lm.checkpointing import checkpointer as checkpointing
-from pause_lm.pipeline import datasets as data
 from pause_lm.runtime import distributed
 from pause_lm.runtime import gin_utils
-from pause_lm.runtime import run_lock
-from pause_lm.training import settings_check
-from pause_lm.training import hooks as train_hooks
 from pause_lm.training import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -69,18 +65,6 @@ _PROCESS_ID = flags.DEFINE_integer(
   'process_id', None, "This process's index, 0..num_processes-1 (default: $JAX_PROCESS_ID)."
 )
 
-# Errors whose message says what happened and how to fix it: printed last,
-# without a traceback, and the process exits 1 (docs/reliability.md).
-_STOPPING_ERRORS = (
-  run_lock.RunLockedError,
-  settings_check.SettingValueError,
-  checkpointing.UnsafeStateError,
-  checkpointing.DamagedCheckpointError,
-  checkpointing.CheckpointSaveError,
-  train_hooks.NonFiniteError,
-  data.TooManyTruncationsError,
-)
-
 
 def main(argv: Sequence[str]) -> None:
   gin_utils.reject_positional_args(argv)
@@ -94,11 +78,7 @@ def main(argv: Sequence[str]) -> None:
   if _COMPILE_ONLY.value:
     aot.run_from_gin(_SIMULATED_DEVICES.value)
     return
-  try:
-    trainer.train()
-  except _STOPPING_ERRORS as e:
-    logging.error('%s: %s', type(e).__name__, e)
-    sys.exit(1)
+  trainer.train()
 
 
 if __name__ == '__main__':

@@ -305,6 +305,7 @@ _SLOW_FIRST = (
   'test_reliability.py::test_warm_start_from_a_deeper_model_lists_the_extra_layers',
   'test_reliability_processes.py::test_a_failed_background_save_stops_training_with_the_cause_last',
   'test_multihost.py::test_two_processes_match_one_and_resume_on_a_different_mesh',
+  'test_reliability_processes.py::test_a_killed_process_stops_the_others_at_once_and_says_how_to_resume',
   'test_evaluation.py::test_pausept_pauseft_then_evaluate_at_several_inference_m',
   'test_train.py::test_sigterm_saves_a_restorable_checkpoint_and_exits_cleanly',
   'test_reliability_processes.py::test_a_second_run_on_one_model_dir_stops_at_once_and_names_the_first',

@@ -25,11 +25,12 @@ def _import_benchmarks():
     import accelerator_check  # pylint: disable=g-import-not-at-top
     import vs_pytorch  # pylint: disable=g-import-not-at-top
   finally:
-    # Keep what pause_lm modules imported on the way defined; drop the scripts' own flags.
+    # Keep what pause_lm modules and absl (its --verbosity, if absl.logging was first imported
+    # on the way) defined; drop the scripts' own flags.
     package_flags = {
       id(flag)
       for module, module_flags in flags.FLAGS.flags_by_module_dict().items()
-      if module.startswith('pause_lm')
+      if module.startswith(('pause_lm', 'absl'))
       for flag in module_flags
     }
     kept = {name: flag for name, flag in registry.items() if id(flag) in package_flags}

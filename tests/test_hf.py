@@ -218,7 +218,7 @@ def test_export_refuses_a_config_no_hf_architecture_has(tmp_path):
     hf.save_pretrained(config, {}, tmp_path)
 
 
-def _tiny_tokenizer(path):
+def write_tiny_tokenizer(path):
   tokenizer = tokenizers.Tokenizer(
     tokenizers.models.WordLevel(
       {w: i for i, w in enumerate(['<unk>', 'the', 'cat', 'sat', 'on', 'mat'])}, unk_token='<unk>'
@@ -232,7 +232,7 @@ def test_convert_both_ways(tmp_path):
   """--from_hf gives an INIT_CHECKPOINT + gin file; --to_hf gives HF files with <pause>."""
   source = tmp_path / 'hf_in'
   shutil.copytree(os.path.join(DATA, 'qwen2'), source)
-  _tiny_tokenizer(source / 'tokenizer.json')
+  write_tiny_tokenizer(source / 'tokenizer.json')
   model_dir = tmp_path / 'converted'
   config = convert.from_hf(os.fspath(source), os.fspath(model_dir))
 
@@ -280,7 +280,7 @@ def test_from_hf_refuses_to_overwrite(tmp_path):
 def test_tokenizer_export_refuses_a_pause_id_inside_the_vocabulary(tmp_path):
   base = tmp_path / 'base'
   shutil.copytree(os.path.join(DATA, 'qwen2'), base)
-  _tiny_tokenizer(base / 'tokenizer.json')
+  write_tiny_tokenizer(base / 'tokenizer.json')
   config, params = hf.from_pretrained(base)
   with pytest.raises(ValueError, match='ordinary token'):
     hf.save_pretrained(config, params, tmp_path / 'out', pause_id=3, base_dir=base)

@@ -39,12 +39,14 @@ from pause_lm.checkpointing import quarantine
 from pause_lm.checkpointing import resume_checks
 from pause_lm.checkpointing import save_errors
 from pause_lm.checkpointing import save_guard
+from pause_lm.checkpointing import verified_read
 from pause_lm.checkpointing.step_folder import CHECKSUMS, DATA, RUN, STATE
 from pause_lm.runtime import distributed
 from pause_lm.runtime.run_dir import step_numbers as step_numbers  # Re-exported: one JAX-free copy.
 
 # Defined by the parts; named here too, where the trainer, the commands and the tests import
 # them from.
+from pause_lm.checkpointing.errors import CheckpointMismatchError as CheckpointMismatchError
 from pause_lm.checkpointing.errors import CheckpointSaveError as CheckpointSaveError
 from pause_lm.checkpointing.errors import DamagedCheckpointError as DamagedCheckpointError
 from pause_lm.checkpointing.errors import UnsafeStateError as UnsafeStateError
@@ -211,25 +213,18 @@ class Checkpointer:
       DamagedCheckpointError: Checkpoints exist but none is intact (then
         nothing is moved).
     """
-    damaged = []
-    for step in sorted(self._manager.all_steps(), reverse=True):
-      try:
-        state = self.restore(step, abstract_state, data_iterator, run_info)
-      except DamagedCheckpointError as e:
-        logging.error('%s', e)
-        damaged.append((step, str(e)))
-        continue
-      if damaged:
-        self._set_aside([s for s, _ in damaged], resumed=step)
-      return step, state
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    if not steps:
+      return None
+    step_dir, state, damaged = verified_read.newest_intact(
+      [self.directory / str(step) for step in steps],
+      lambda d: self.restore(int(d.name), abstract_state, data_iterator, run_info),
+      fix='Restore them from a copy, or move them away to start again '
+      '(INIT_CHECKPOINT can take the parameters of a readable one).',
+    )
     if damaged:
-      raise DamagedCheckpointError(
-        f'No intact checkpoint in {self.directory}:\n  '
-        + '\n  '.join(reason for _, reason in damaged)
-        + '\nRestore them from a copy, or move them away to start again '
-        '(INIT_CHECKPOINT can take the parameters of a readable one).'
-      )
-    return None
+      self._set_aside([int(d.name) for d in damaged], resumed=int(step_dir.name))
+    return int(step_dir.name), state
 
   def _set_aside(self, steps: list[int], resumed: int) -> None:
     """Moves the damaged `steps` aside once `resumed`, an older one, proved intact."""
@@ -264,9 +259,7 @@ class Checkpointer:
     saved = self._restore(step, {RUN: ocp.args.JsonRestore()})[RUN]
     resume_checks.check_run_settings(self.directory, saved, run_info)
     # Parameters are what a wrong model file gets wrong; check them by name.
-    resume_checks.check_shapes(
-      self._saved_params(step), abstract_state['params'], f'{where}', prefix='params'
-    )
+    resume_checks.check_shapes(self._saved_params(step), abstract_state['params'], f'{where}')
     items = {
       STATE: ocp.args.StandardRestore(abstract_state),
       DATA: DatasetIteratorRestore(data_iterator),

@@ -12,6 +12,10 @@ class DamagedCheckpointError(RuntimeError):
   """A saved step cannot be read or does not match its recorded checksums."""
 
 
+class CheckpointMismatchError(ValueError):
+  """An intact checkpoint whose parameters do not fit the model (a wrong model file)."""
+
+
 class CheckpointSaveError(RuntimeError):
   """A checkpoint (usually a background save) could not be written."""
 

@@ -53,28 +53,35 @@ def differences(saved: dict[str, tuple[int, ...]], wanted: dict[str, tuple[int, 
   return lines
 
 
-def check_shapes(saved_tree: Any, abstract_tree: Any, where: str, prefix: str = '') -> None:
-  """Names every parameter whose saved shape differs from the model's (a resume needs them all;
-  extra saved ones are left to Orbax)."""
-  saved = shapes(saved_tree)
-  wanted = shapes(abstract_tree)
-  problems = [
-    f'{prefix}{k}: checkpoint {saved.get(k)}, model {v}'
-    for k, v in sorted(wanted.items())
-    if saved.get(k) != v
-  ]
+def check_shapes(saved_tree: Any, abstract_tree: Any, where: str) -> None:
+  """Names every parameter missing from, extra in or shaped differently in the checkpoint (a
+  resume needs exactly the model's parameters).
+
+  Raises:
+    CheckpointMismatchError: They differ; the checkpoint itself is intact.
+  """
+  problems = differences(shapes(saved_tree), shapes(abstract_tree))
   if problems:
-    raise ValueError(
-      f'The checkpoint at {where} does not fit this model:\n  '
+    raise errors.CheckpointMismatchError(
+      f'The checkpoint at {where} does not fit this model ({len(problems)} difference(s)):\n  '
       + '\n  '.join(problems[:10])
       + ('\n  ...' if len(problems) > 10 else '')
-      + '\nUse the model gin file (and NUM_EMBEDDINGS) it was trained with.'
+      + '\nThe checkpoint is intact (nothing was moved): use the model gin file (and '
+      'NUM_EMBEDDINGS) it was trained with, or a new MODEL_DIR with INIT_CHECKPOINT and '
+      '--gin.WarmStartConfig.allow_partial=True to start from its weights deliberately.'
     )
 
 
 def check_checksums(step: int, where: epath.PathLike, recorded: dict[str, int], state: Any) -> None:
   """Raises DamagedCheckpointError if the restored `state` differs from its checksums."""
-  mismatched = integrity.mismatches(recorded, integrity.inspect_state(state).checksums)
+  compare_checksums(step, where, recorded, integrity.inspect_state(state).checksums)
+
+
+def compare_checksums(
+  step: int | str, where: epath.PathLike, recorded: dict[str, int], actual: dict[str, int]
+) -> None:
+  """Raises DamagedCheckpointError naming the arrays whose checksums differ from `recorded`."""
+  mismatched = integrity.mismatches(recorded, actual)
   if mismatched:
     raise errors.DamagedCheckpointError(
       f'Checkpoint step {step} ({where}) is damaged: {len(mismatched)} '

@@ -15,6 +15,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from pause_lm.checkpointing import errors
+from pause_lm.checkpointing import integrity
 from pause_lm.runtime import run_dir
 
 STATE, DATA, RUN, CHECKSUMS = 'state', 'data', 'run', 'checksums'
@@ -26,21 +28,19 @@ def absolute_path(path: epath.PathLike) -> epath.Path:
   return epath.Path(text if '://' in text else os.path.abspath(text))
 
 
-def resolve_checkpoint(path: epath.PathLike) -> epath.Path:
-  """Finds the checkpoint step folder that `path` means.
+def candidate_steps(path: epath.PathLike) -> list[epath.Path]:
+  """The step folders that `path` may mean, newest first.
 
-  Accepts a step folder (`MODEL_DIR/checkpoints/1000`), a checkpoints folder,
-  or a MODEL_DIR; the latter two mean their latest complete step.
+  A step folder (`MODEL_DIR/checkpoints/1000`) means itself alone; a checkpoints folder or a
+  MODEL_DIR means each of its complete steps, newest first (a reader falls back through them
+  while they are damaged: pause_lm.checkpointing.verified_read).
 
-  Args:
-    path: One of the above.
-
-  Returns:
-    The step folder.
+  Raises:
+    FileNotFoundError: `path` holds no checkpoint step.
   """
   path = absolute_path(path)
   if (path / STATE).exists():
-    return path
+    return [path]
   if (path / run_dir.CHECKPOINTS_DIR).exists():
     path = path / run_dir.CHECKPOINTS_DIR
   steps = [step for step in run_dir.step_numbers(path) if (path / str(step) / STATE).exists()]
@@ -49,12 +49,25 @@ def resolve_checkpoint(path: epath.PathLike) -> epath.Path:
       f'INIT_CHECKPOINT={str(path)!r} holds no checkpoint: give a '
       'MODEL_DIR, its checkpoints/ folder, or one step folder in it.'
     )
-  return path / str(steps[-1])
+  return [path / str(step) for step in reversed(steps)]
+
+
+def resolve_checkpoint(path: epath.PathLike) -> epath.Path:
+  """The step folder that `path` means: itself if a step, else the latest complete step of a
+  checkpoints folder or MODEL_DIR (unverified: readers use `verified_read`)."""
+  return candidate_steps(path)[0]
 
 
 def state_metadata(step_dir: epath.Path) -> Any:
-  """The saved state's tree of array metadata (shape, dtype), read without loading arrays."""
-  return ocp.PyTreeCheckpointer().metadata(step_dir / STATE).item_metadata.tree
+  """The saved state's tree of array metadata (shape, dtype), read without loading arrays.
+
+  Raises:
+    DamagedCheckpointError: The metadata cannot be read.
+  """
+  try:
+    return ocp.PyTreeCheckpointer().metadata(step_dir / STATE).item_metadata.tree
+  except Exception as e:  # pylint: disable=broad-except
+    raise errors.unreadable(step_dir, e) from e
 
 
 def param_metadata(step_dir: epath.Path) -> Any:
@@ -73,7 +86,11 @@ def restore_numpy_state(step_dir: epath.Path) -> Any:
 
 
 def _read_json(path: epath.Path) -> Any:
-  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
+  """An item written as JSON; one that cannot be read makes its step damaged."""
+  try:
+    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise errors.unreadable(path.parent, e) from e
 
 
 def read_checksums(step_dir: epath.Path) -> dict[str, int]:
@@ -90,8 +107,14 @@ def read_run_info(step_dir: epath.Path) -> dict[str, Any]:
 
 
 def save_params(step_dir: epath.Path, params: Any) -> None:
-  """Writes `params` as the step's state (parameters only, as INIT_CHECKPOINT reads them) and
-  returns once it is complete."""
+  """Writes `params` as the step's state (parameters only, as INIT_CHECKPOINT reads them) with
+  their checksums, so its readers verify it as they verify a run's steps, and returns once it
+  is complete."""
+  state = {'params': params}
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(step_dir / STATE, {'params': params})
+  checkpointer.save(step_dir / STATE, state)
   checkpointer.wait_until_finished()
+  checksums = integrity.inspect_state(state).checksums
+  ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(
+    step_dir / CHECKSUMS, args=ocp.args.JsonSave(checksums)
+  )

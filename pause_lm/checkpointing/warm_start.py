@@ -15,8 +15,10 @@ import gin
 import jax
 import orbax.checkpoint as ocp
 
+from pause_lm.checkpointing import errors
 from pause_lm.checkpointing import resume_checks
 from pause_lm.checkpointing import step_folder
+from pause_lm.checkpointing import verified_read
 
 
 @gin.configurable
@@ -39,23 +41,39 @@ class WarmStartConfig:
 def load_params(
   path: epath.PathLike, abstract_params: Any, initial_params: Callable[[], Any] | None = None
 ) -> Any:
-  """Loads only the parameters of a checkpoint (for finetuning).
+  """Loads only the parameters of a checkpoint (for finetuning, evaluation and export).
+
+  The parameters are verified against the step's recorded checksums, as a resume verifies
+  them: a damaged step is never loaded. `path` naming a run falls back to its newest intact
+  step; naming one step, a damaged one is refused (`verified_read`).
 
   Args:
-    path: See `resolve_checkpoint`.
+    path: A MODEL_DIR, its checkpoints/ folder, or one step folder.
     abstract_params: ShapeDtypeStructs with shardings for the parameters.
     initial_params: Makes fresh parameters; needed for a partial load
       (`WarmStartConfig.allow_partial`).
 
   Returns:
     The parameters, sharded as `abstract_params` says.
+
+  Raises:
+    CheckpointMismatchError: The parameters do not fit the model (and no partial load).
+    DamagedCheckpointError: No step `path` names is intact.
   """
-  step_dir = step_folder.resolve_checkpoint(path)
+  read = lambda step_dir: load_step_params(step_dir, abstract_params, initial_params)
+  return verified_read.read_newest_intact(path, read)[1]
+
+
+def load_step_params(
+  step_dir: epath.Path, abstract_params: Any, initial_params: Callable[[], Any] | None = None
+) -> Any:
+  """`load_params` of exactly one step folder, for readers that choose the step themselves
+  (through `verified_read`): raises DamagedCheckpointError instead of falling back."""
   saved = resume_checks.shapes(step_folder.param_metadata(step_dir))
   wanted = resume_checks.shapes(abstract_params)
   differences = resume_checks.differences(saved, wanted)
   if differences and not WarmStartConfig().allow_partial:
-    raise ValueError(
+    raise errors.CheckpointMismatchError(
       f'The checkpoint at {step_dir} does not fit this model '
       f'({len(differences)} difference(s)):\n  '
       + '\n  '.join(differences[:20])
@@ -76,16 +94,21 @@ def load_params(
 
 
 def _restore_params(step_dir: epath.Path, abstract_params: Any) -> Any:
-  """The saved parameters named in `abstract_params`, shaped and sharded as it says."""
+  """The saved parameters named in `abstract_params`, shaped and sharded as it says, verified
+  against the step's checksums."""
   target = {'params': abstract_params}
-  restored = ocp.PyTreeCheckpointer().restore(
-    step_dir / step_folder.STATE,
-    args=ocp.args.PyTreeRestore(
-      item=target,
-      restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True,
-    ),
-  )
+  try:
+    restored = ocp.PyTreeCheckpointer().restore(
+      step_dir / step_folder.STATE,
+      args=ocp.args.PyTreeRestore(
+        item=target,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True,
+      ),
+    )
+  except Exception as e:  # pylint: disable=broad-except
+    raise errors.unreadable(step_dir, e) from e
+  verified_read.verify(step_dir, {'params': restored['params']})
   return restored['params']
 
 

@@ -32,12 +32,14 @@ import numpy as np
 import seqio
 import tqdm
 
-from pause_lm.checkpointing import checkpointer as checkpointing
 from pause_lm.checkpointing import step_folder
+from pause_lm.checkpointing import verified_read
+from pause_lm.checkpointing import warm_start
 from pause_lm.pipeline import datasets as data_lib
 from pause_lm.model import decoding
 from pause_lm.model import sizing
 from pause_lm.runtime import eval_results
+from pause_lm.runtime import run_dir
 from pause_lm.model import transformer as model_lib
 from pause_lm.data import preprocessors
 from pause_lm.runtime import sharding
@@ -292,14 +294,30 @@ class TaskEvaluator:
     return list(grouped.values())
 
 
+def _finetuned_sequence_length(step_dir: epath.Path) -> int:
+  """The sequence length the step's run trained with (evaluation defaults to it)."""
+  run_info = step_folder.read_run_info(step_dir)
+  if 'sequence_length' not in run_info:
+    raise ValueError(
+      f'{step_dir} does not record its sequence length; set '
+      '--gin.SEQUENCE_LENGTH to the one it was finetuned with.'
+    )
+  return int(run_info['sequence_length'])
+
+
 def load_params(
   checkpoint_path: epath.PathLike, config: model_lib.ModelConfig, mesh: jax.sharding.Mesh
 ):
-  """The checkpoint's parameters, sharded over `mesh` as in training."""
-  abstract, _ = sizing.sharded_abstract_params(
+  """The checkpoint's parameters, sharded over `mesh` as in training, verified against their
+  checksums (a damaged step is refused; a run's folder falls back to its newest intact step)."""
+  return warm_start.load_params(checkpoint_path, _abstract_params(config, mesh))
+
+
+def _abstract_params(config: model_lib.ModelConfig, mesh: jax.sharding.Mesh):
+  """The parameters' shapes, dtypes and shardings over `mesh`, as training shards them."""
+  return sizing.sharded_abstract_params(
     model_lib.Decoder(config), mesh, sharding.logical_axis_rules()
-  )
-  return checkpointing.load_params(checkpoint_path, abstract)
+  )[0]
 
 
 @gin.configurable
@@ -325,8 +343,8 @@ def evaluate(
     split: Split to evaluate.
     num_examples: Evaluate only the first this many examples; None for all.
     batch_size: Rows per model call (results do not depend on it).
-    output_dir: Where the files go; None puts them next to the checkpoint, in
-      `{step folder}/eval/{task}`.
+    output_dir: Where the files go; None puts them in the run's folder, in
+      `MODEL_DIR/eval/step_{N}/{task}`, where checkpoint rotation cannot delete them.
     model: The checkpoint's model (`evaluate.model = @ModelConfig()` in gin/evaluate.gin);
       an unset `num_embeddings` is sized from the task, as in training.
     mesh: The device mesh the parameters are sharded over (`sharding.create_mesh`).
@@ -340,23 +358,27 @@ def evaluate(
       'checkpoints/ folder or one step folder in it.'
     )
   try:
-    step_dir = checkpointing.resolve_checkpoint(checkpoint_path)
+    candidates = step_folder.candidate_steps(checkpoint_path)
   except FileNotFoundError as e:
     raise FileNotFoundError(
       f'CHECKPOINT_PATH={checkpoint_path!r} holds no checkpoint: give a finetuning MODEL_DIR, '
       'its checkpoints/ folder or one step folder in it.'
     ) from e
-  run_info = step_folder.read_run_info(step_dir)
-  if sequence_length is None:
-    if 'sequence_length' not in run_info:
-      raise ValueError(
-        f'{step_dir} does not record its sequence length; set '
-        '--gin.SEQUENCE_LENGTH to the one it was finetuned with.'
-      )
-    sequence_length = int(run_info['sequence_length'])
   name = data_lib.inference_task(task, num_inference_pauses)
-  config = sizing.model_config_for_task(model, data_lib.task_info(name), sequence_length)
-  params = load_params(step_dir, config, mesh)
+  # Checked before any work: an evaluation must not run for an hour to find it cannot write.
+  results_root = run_dir.ensure_writable_folder(
+    output_dir or eval_results.run_eval_dir(candidates[0]), 'EVAL_OUTPUT_DIR'
+  )
+
+  def read(step_dir):
+    length = sequence_length or _finetuned_sequence_length(step_dir)
+    config = sizing.model_config_for_task(model, data_lib.task_info(name), length)
+    return length, config, warm_start.load_step_params(step_dir, _abstract_params(config, mesh))
+
+  step_dir, (sequence_length, config, params) = verified_read.read_newest_intact(
+    checkpoint_path, read
+  )
+  run_info = step_folder.read_run_info(step_dir)
   evaluator = TaskEvaluator(
     name,
     config,
@@ -367,7 +389,7 @@ def evaluate(
   )
   with jax.set_mesh(mesh):
     result = evaluator(params, step=int(step_dir.name))
-  output_dir = output_dir or step_dir / 'eval' / name
+  output_dir = output_dir or results_root / f'step_{step_dir.name}' / name
   eval_results.write_results(
     output_dir,
     result,
@@ -380,6 +402,13 @@ def evaluate(
       'sequence_length': sequence_length,
     },
   )
+  if not step_dir.exists():
+    logging.warning(
+      'Checkpoint step %s was deleted after it was read (its run keeps only its newest '
+      'steps); the results, from the verified parameters, are in %s.',
+      step_dir,
+      output_dir,
+    )
   logging.info(
     '%s at step %s with %s pauses: %s (written to %s)',
     name,

@@ -5,6 +5,11 @@ gin model file that rebuilds the model, and the HF config and tokenizer files fo
 `to_hf` reads the latest checkpoint of a converted folder or a training run and writes an HF
 folder. `python -m pause_lm.convert` is the command over these two; the tensor names and the
 `<pause>` row are `pause_lm.hf.models`.
+
+Both check what they will need before the slow part: `from_hf` the HF config, every tensor and
+the tokenizer files before anything is written (an invalid tokenizer.json would otherwise be
+kept in hf_base/ and break the way back); `to_hf` the target folder and the base's tokenizer
+before the checkpoint is read.
 """
 
 import dataclasses
@@ -18,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from pause_lm.checkpointing import step_folder
+from pause_lm.checkpointing import verified_read
 from pause_lm.checkpointing import warm_start
 from pause_lm.hf import models as hf
 from pause_lm.model import sizing
@@ -54,13 +60,14 @@ def from_hf(
   hf_dir: str, model_dir: str, dtype: str = 'float32', scan_layers: bool = False
 ) -> ModelConfig:
   """Writes model_dir/checkpoints/0/state, model_dir/model.gin and model_dir/hf_base."""
-  config, params = hf.from_pretrained(hf_dir, dtype=dtype, scan_layers=scan_layers)
-  source = hf.read_config(hf_dir)
   root = step_folder.absolute_path(model_dir)
   step_dir = root / 'checkpoints' / '0'
   state_dir = step_dir / step_folder.STATE
   if state_dir.exists():
     raise FileExistsError(f'{state_dir} exists: convert into a new --model_dir.')
+  source, _ = hf.read_model_config(hf_dir)
+  hf.check_tokenizer_files(hf_dir, hf.vocab_size(source))
+  config, params = hf.from_pretrained(hf_dir, dtype=dtype, scan_layers=scan_layers)
   step_folder.save_params(step_dir, params)
   del params
   comment = (
@@ -79,33 +86,53 @@ def from_hf(
 
 
 def checkpoint_params(model_dir: str, config: ModelConfig):
-  """The latest checkpoint's (config, params), params on one device (one copy of the model)."""
-  step_dir = step_folder.resolve_checkpoint(model_dir)
-  if config.num_embeddings is None:
-    # An operative config that sized the table from its task: take the saved table's size.
-    metadata = step_folder.param_metadata(step_dir)
-    config = dataclasses.replace(
-      config, num_embeddings=metadata['token_embed']['embedding'].shape[0]
+  """The checkpoint's (config, params), params on one device (one copy of the model).
+
+  Read as a resume reads: verified against the recorded checksums; a run's folder falls back
+  to its newest intact step, one step folder that is damaged is refused (verified_read).
+  """
+
+  def read(step_dir):
+    step_config = config
+    if step_config.num_embeddings is None:
+      # An operative config that sized the table from its task: take the saved table's size.
+      metadata = step_folder.param_metadata(step_dir)
+      step_config = dataclasses.replace(
+        config, num_embeddings=metadata['token_embed']['embedding'].shape[0]
+      )
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+      nn.unbox(sizing.abstract_params(Decoder(step_config))),
     )
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-    nn.unbox(sizing.abstract_params(Decoder(config))),
-  )
-  return config, warm_start.load_params(step_dir, abstract)
+    return step_config, warm_start.load_step_params(step_dir, abstract)
+
+  return verified_read.read_newest_intact(model_dir, read)[1]
 
 
 def to_hf(
-  model_dir: str, hf_dir: str, hf_base: str | None = None, pause_id: int | None = None
+  model_dir: str,
+  hf_dir: str,
+  hf_base: str | None = None,
+  pause_id: int | None = None,
+  overwrite: bool = False,
 ) -> None:
-  """Writes hf_dir from the latest checkpoint under model_dir; gin must hold its ModelConfig."""
+  """Writes hf_dir from the latest checkpoint under model_dir; gin must hold its ModelConfig.
+
+  hf_dir must not hold a model already unless `overwrite` (see `hf.save_pretrained`).
+  """
+  hf.check_export_target(hf_dir, overwrite)
   root = os.fspath(step_folder.absolute_path(model_dir))
   if hf_base is None and os.path.exists(os.path.join(root, HF_BASE, hf.CONFIG_FILE)):
     hf_base = os.path.join(root, HF_BASE)
   if pause_id is None and hf_base:
-    pause_id = hf.vocab_size(hf.read_config(hf_base))
+    pause_id = hf.vocab_size(hf.read_model_config(hf_base)[0])
+  if hf_base:
+    hf.check_tokenizer_files(hf_base, pause_id)
   config, params = checkpoint_params(root, ModelConfig())
-  hf.save_pretrained(config, params, hf_dir, pause_id=pause_id, base_dir=hf_base)
+  hf.save_pretrained(
+    config, params, hf_dir, pause_id=pause_id, base_dir=hf_base, overwrite=overwrite
+  )
   logging.info('Wrote %s (<pause> id %s).', hf_dir, pause_id)
 
 

@@ -17,15 +17,27 @@ decoding never samples it (`vocab_limit`). Alignment padding rows are zero.
 A checkpoint that `save_pretrained` wrote already holds its pause row; its config says so with
 `pause_token_id`, and nothing is appended (so export and re-import give identical parameters).
 
+Nothing read is trusted unchecked, because a wrong file otherwise converts without a word and
+trains as garbage (a transposed matrix, an embedding table with fewer rows than `vocab_size`
+puts the pause row where no id reads it, an int8 tensor is cast to float). Before any tensor is
+read, `config.json` is checked (valid JSON, every size a positive integer) and every tensor's
+dtype and shape against it, from the safetensors headers; missing and unexpected tensors are
+named. Each tensor's values are checked finite as it is read. Every error is an
+`HfCheckpointError` naming the file, the tensor or key, and the fix. An export is written into
+a temporary folder beside the target and moved into place only when complete, and never over
+another model unless asked to (`overwrite`).
+
 Tensors are read and written one at a time (safetensors is memory-mapped), so converting never
 needs two copies of the model in memory. torch and transformers are not needed.
 """
 
+import fnmatch
 import json
 import math
 import os
 import shutil
 import struct
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -44,9 +56,70 @@ TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_ma
 _LLAMA_FAMILY = ('llama', 'mistral', 'qwen2')
 SUPPORTED = ('gpt2',) + _LLAMA_FAMILY
 _GPT2_BUFFERS = ('.attn.bias', '.attn.masked_bias')  # causal-mask buffers in old GPT-2 files
+# The safetensors dtypes read (and upcast to float32); integer, bool and 8-bit float tensors are
+# quantized or not weights at all, and casting them would silently give a different model.
+FLOAT_DTYPES = ('F32', 'BF16', 'F16')
+# The sizes each family's config.json must give (positive integers), and those it may give.
+_REQUIRED_SIZES = {
+  'gpt2': ('vocab_size', 'n_layer', 'n_head', 'n_embd', 'n_positions'),
+  'llama': (
+    'vocab_size',
+    'num_hidden_layers',
+    'num_attention_heads',
+    'hidden_size',
+    'intermediate_size',
+    'max_position_embeddings',
+  ),
+}
+_OPTIONAL_SIZES = ('n_inner', 'num_key_value_heads', 'head_dim', 'sliding_window')
+_EPSILONS = ('layer_norm_epsilon', 'rms_norm_eps')
+# What makes a folder hold a Hugging Face model: an export refuses to mix its files with these,
+# and `overwrite` removes them first (stale shards or an old index would otherwise be read
+# under the new config.json, a stale tokenizer under the new pause id).
+MODEL_FILE_PATTERNS = (
+  CONFIG_FILE,
+  'generation_config.json',
+  '*.safetensors',
+  '*.safetensors.index.json',
+  'pytorch_model*.bin',
+  'pytorch_model.bin.index.json',
+  'vocab.json',
+  'merges.txt',
+  'tokenizer.model',
+  'added_tokens.json',
+) + TOKENIZER_FILES
+_REDOWNLOAD = 'download the model again (an interrupted download or an edit broke it)'
+_MAX_LISTED = 20
+
+
+class HfCheckpointError(ValueError):
+  """A Hugging Face file or folder that cannot be converted as it is, or an export that cannot
+  be written where asked: the message names the file (and the tensor or key) and the fix, so
+  the convert command prints it alone, without a traceback."""
+
+
+class MissingTensorError(HfCheckpointError, KeyError):
+  """Tensors the config needs are not in the checkpoint; a KeyError too, as the failed lookup."""
+
+  def __str__(self):
+    return ValueError.__str__(self)  # KeyError's own str() would quote the whole message
+
+
+class ExportTargetError(HfCheckpointError, FileExistsError):
+  """The export's target already holds a model (or is a file): replacing it must be asked for."""
+
+
+def _read_json(path: str, fix: str = _REDOWNLOAD) -> Any:
+  """The parsed JSON file; a file that is not JSON is an HfCheckpointError naming it."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise HfCheckpointError(f'{path} is not valid JSON ({e}): {fix}.') from None
 
 
 def read_config(hf_dir: str) -> dict[str, Any]:
+  """config.json as a dict (parsed only; `read_model_config` also checks what it says)."""
   path = os.path.join(hf_dir, CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(
@@ -54,31 +127,83 @@ def read_config(hf_dir: str) -> dict[str, Any]:
       'folder (config.json + *.safetensors), e.g. from '
       '`huggingface-cli download MODEL --local-dir DIR`.'
     )
-  with open(path) as f:
-    return json.load(f)
+  hf = _read_json(path)
+  if not isinstance(hf, dict):
+    raise HfCheckpointError(
+      f'{path} holds a JSON {type(hf).__name__}, not the object of settings a model config is: '
+      f'{_REDOWNLOAD}.'
+    )
+  return hf
+
+
+def _is_size(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_positive_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _check_config(hf: dict[str, Any]) -> None:
+  """Every size the model is built from is present and a positive integer, before any is used:
+  a missing key is otherwise a bare KeyError, and `vocab_size: -5` a broken table."""
+  family = 'gpt2' if hf['model_type'] == 'gpt2' else 'llama'
+  required = _REQUIRED_SIZES[family]
+  problems = []
+  missing = [key for key in required if key not in hf]
+  if missing:
+    problems.append(
+      f'{", ".join(missing)} missing (a {hf["model_type"]} config needs {", ".join(required)})'
+    )
+  for key in required + _OPTIONAL_SIZES:
+    optional_none = key in _OPTIONAL_SIZES and hf.get(key) is None
+    if key in hf and not optional_none and not _is_size(hf[key]):
+      problems.append(f'{key}={hf[key]!r} is not a positive integer')
+  for key in _EPSILONS:
+    if key in hf and not _is_positive_number(hf[key]):
+      problems.append(f'{key}={hf[key]!r} is not a positive number')
+  if 'tie_word_embeddings' in hf and not isinstance(hf['tie_word_embeddings'], bool):
+    problems.append(f'tie_word_embeddings={hf["tie_word_embeddings"]!r} is not true or false')
+  pause = hf.get(PAUSE_ID_KEY)
+  if PAUSE_ID_KEY in hf and _is_size(hf.get('vocab_size')):
+    if not (
+      isinstance(pause, int) and not isinstance(pause, bool) and 0 <= pause < hf['vocab_size']
+    ):
+      problems.append(f'{PAUSE_ID_KEY}={pause!r} is not an id below vocab_size={hf["vocab_size"]}')
+  if problems:
+    raise HfCheckpointError('; '.join(problems) + f'. Fix config.json, or {_REDOWNLOAD}.')
 
 
 def _rope_settings(hf: dict[str, Any]) -> dict[str, Any]:
   """RoPE fields from transformers 4 (`rope_theta`, `rope_scaling`) or 5 (`rope_parameters`)."""
-  params = dict(hf.get('rope_parameters') or hf.get('rope_scaling') or {})
-  theta = params.get('rope_theta', hf.get('rope_theta', 10_000.0))
+  params = hf.get('rope_parameters') or hf.get('rope_scaling') or {}
+  if not isinstance(params, dict):
+    raise HfCheckpointError(f'rope_scaling={params!r} is not an object of RoPE settings.')
   kind = params.get('rope_type', params.get('type', 'default'))
+
+  def number(key, source=params, default=None):
+    value = source.get(key, default)
+    if not _is_positive_number(value):
+      raise HfCheckpointError(f'RoPE type {kind!r} needs a positive {key}, not {value!r}.')
+    return value
+
+  theta = float(number('rope_theta', params if 'rope_theta' in params else hf, 10_000.0))
   if kind == 'default':
-    return dict(rope_theta=float(theta), rope_scaling=None)
+    return dict(rope_theta=theta, rope_scaling=None)
   if kind == 'linear':
     return dict(
-      rope_theta=float(theta), rope_scaling='linear', rope_scaling_factor=float(params['factor'])
+      rope_theta=theta, rope_scaling='linear', rope_scaling_factor=float(number('factor'))
     )
   if kind == 'llama3':
     return dict(
-      rope_theta=float(theta),
+      rope_theta=theta,
       rope_scaling='llama3',
-      rope_scaling_factor=float(params['factor']),
-      rope_low_freq_factor=float(params['low_freq_factor']),
-      rope_high_freq_factor=float(params['high_freq_factor']),
-      rope_original_max_len=int(params['original_max_position_embeddings']),
+      rope_scaling_factor=float(number('factor')),
+      rope_low_freq_factor=float(number('low_freq_factor')),
+      rope_high_freq_factor=float(number('high_freq_factor')),
+      rope_original_max_len=int(number('original_max_position_embeddings')),
     )
-  raise ValueError(
+  raise HfCheckpointError(
     f'rope_scaling type {kind!r} is not supported (supported: default, linear, '
     'llama3); pick a checkpoint without it or add it to pause_lm/model/rope.py.'
   )
@@ -86,7 +211,7 @@ def _rope_settings(hf: dict[str, Any]) -> dict[str, Any]:
 
 def _require(hf: dict[str, Any], key: str, wanted, why: str):
   if hf.get(key, wanted) != wanted:
-    raise ValueError(f'config.json has {key}={hf[key]!r}; only {wanted!r} is supported: {why}')
+    raise HfCheckpointError(f'{key}={hf[key]!r} is not supported (only {wanted!r}): {why}')
 
 
 def vocab_size(hf: dict[str, Any]) -> int:
@@ -107,10 +232,11 @@ def model_config(hf: dict[str, Any], **overrides) -> ModelConfig:
   """The ModelConfig of a Hugging Face config dict; overrides (dtype, remat, ...) win."""
   model_type = hf.get('model_type')
   if model_type not in SUPPORTED:
-    raise ValueError(f'model_type {model_type!r} is not supported; supported: {SUPPORTED}.')
+    raise HfCheckpointError(f'model_type {model_type!r} is not supported; supported: {SUPPORTED}.')
+  _check_config(hf)
   if model_type == 'gpt2':
     if hf.get('activation_function', 'gelu_new') not in ('gelu_new', 'gelu_pytorch_tanh'):
-      raise ValueError(
+      raise HfCheckpointError(
         f'GPT-2 activation_function {hf["activation_function"]!r} is not '
         'supported: the decoder uses the tanh-approximate GELU (gelu_new).'
       )
@@ -129,7 +255,7 @@ def model_config(hf: dict[str, Any], **overrides) -> ModelConfig:
     _require(hf, 'hidden_act', 'silu', 'the MLP is SwiGLU (silu gate).')
     heads, emb = hf['num_attention_heads'], hf['hidden_size']
     if hf.get('head_dim') not in (None, emb // heads):
-      raise ValueError(
+      raise HfCheckpointError(
         f'head_dim={hf["head_dim"]} differs from hidden_size / '
         f'num_attention_heads = {emb // heads}; not supported.'
       )
@@ -156,48 +282,126 @@ def model_config(hf: dict[str, Any], **overrides) -> ModelConfig:
       tie_embeddings=hf.get('tie_word_embeddings', False),
       **_rope_settings(hf),
     )
-  return ModelConfig(num_embeddings=num_embeddings(hf), **{**fields, **overrides})
+  try:
+    return ModelConfig(num_embeddings=num_embeddings(hf), **{**fields, **overrides})
+  except ValueError as e:  # ModelConfig's own checks (heads that do not divide the width...)
+    raise HfCheckpointError(f'{e}: pause-lm builds no model with these settings.') from None
+
+
+def read_model_config(hf_dir: str, **overrides) -> tuple[dict[str, Any], ModelConfig]:
+  """(config.json as a dict, its ModelConfig), every problem named with the file's path."""
+  hf = read_config(hf_dir)
+  try:
+    return hf, model_config(hf, **overrides)
+  except HfCheckpointError as e:
+    raise HfCheckpointError(f'{os.path.join(hf_dir, CONFIG_FILE)}: {e}') from None
+
+
+class _Spec(NamedTuple):
+  """What a safetensors header says of one tensor: enough to check it before reading it."""
+
+  shape: tuple[int, ...]
+  dtype: str  # safetensors' name: F32, BF16, I8, BOOL, ...
+  file: str
+
+
+def _read_header(path: str) -> dict[str, _Spec]:
+  """{name: spec} of one safetensors file; a truncated or damaged file is named."""
+  try:
+    with safetensors.safe_open(path, framework='flax') as f:
+      specs = {}
+      for name in f.keys():
+        part = f.get_slice(name)
+        specs[name] = _Spec(tuple(part.get_shape()), part.get_dtype(), path)
+      return specs
+  except safetensors.SafetensorError as e:
+    raise HfCheckpointError(
+      f'{path} is not a readable safetensors file ({e}): it is truncated or damaged; {_REDOWNLOAD}.'
+    ) from None
+
+
+def _index_files(hf_dir: str, index: str) -> dict[str, str]:
+  """{tensor name: shard path} of a sharded checkpoint, every shard it names present."""
+  weight_map = _read_json(index)
+  weight_map = weight_map.get('weight_map') if isinstance(weight_map, dict) else None
+  if (
+    not isinstance(weight_map, dict)
+    or not weight_map
+    or not all(isinstance(shard, str) for shard in weight_map.values())
+  ):
+    raise HfCheckpointError(
+      f'{index} has no "weight_map" (tensor name -> shard file name), so the shards cannot be '
+      f'found: {_REDOWNLOAD}.'
+    )
+  absent = sorted({s for s in weight_map.values() if not os.path.isfile(os.path.join(hf_dir, s))})
+  if absent:
+    raise HfCheckpointError(
+      f'{index} names shard(s) that are not in {hf_dir}: {", ".join(absent)}; download them '
+      '(an interrupted download?) or the whole model again.'
+    )
+  return {name: os.path.join(hf_dir, shard) for name, shard in weight_map.items()}
 
 
 class _Tensors:
-  """The checkpoint's tensors by name, over one file or an index of shards; read one at a time."""
+  """The checkpoint's tensors by name, over one file or an index of shards; read one at a time.
+
+  Every file's header is read at once (a truncated file or a shard that lacks a tensor its
+  index places there fails here), so shapes and dtypes are known before any value is read.
+  """
 
   def __init__(self, hf_dir: str):
     index = os.path.join(hf_dir, INDEX_FILE)
     if os.path.exists(index):
-      with open(index) as f:
-        self._files = {
-          name: os.path.join(hf_dir, shard) for name, shard in json.load(f)['weight_map'].items()
-        }
+      files = _index_files(hf_dir, index)
+      headers = {path: _read_header(path) for path in sorted(set(files.values()))}
+      absent = [f'{n} in {os.path.basename(p)}' for n, p in files.items() if n not in headers[p]]
+      if absent:
+        raise HfCheckpointError(
+          f'{index} places {len(absent)} tensor(s) in shards that do not hold them: '
+          f'{", ".join(absent[:5])}; the shards and the index are of different downloads: '
+          'download the model again.'
+        )
+      self._specs = {name: headers[path][name] for name, path in files.items()}
     elif os.path.exists(os.path.join(hf_dir, SINGLE_FILE)):
-      path = os.path.join(hf_dir, SINGLE_FILE)
-      with safetensors.safe_open(path, framework='flax') as f:
-        self._files = {name: path for name in f.keys()}
+      self._specs = _read_header(os.path.join(hf_dir, SINGLE_FILE))
     else:
       raise FileNotFoundError(
         f'{hf_dir} has neither {SINGLE_FILE} nor {INDEX_FILE}; only '
         'safetensors checkpoints are read (not pytorch_model.bin).'
       )
     self._prefix = ''
-    if 'transformer.wte.weight' in self._files:
+    if 'transformer.wte.weight' in self._specs:
       self._prefix = 'transformer.'  # GPT2LMHeadModel's own files; the Hub's gpt2 has no prefix
-    self.used = set()
 
-  def __contains__(self, name):
-    return name in self._files or self._prefix + name in self._files
+  def stored_name(self, name: str) -> str | None:
+    """The name the files give tensor `name` (GPT-2's may carry a prefix), None if absent."""
+    for stored in (name, self._prefix + name):
+      if stored in self._specs:
+        return stored
+    return None
+
+  def spec(self, stored: str) -> _Spec:
+    return self._specs[stored]
 
   def names(self):
-    return set(self._files)
+    return set(self._specs)
 
   def __call__(self, name: str) -> np.ndarray:
-    """float32 numpy copy of one tensor (bfloat16 and float16 files are upcast)."""
-    if name not in self._files:
-      name = self._prefix + name
-    if name not in self._files:
-      raise KeyError(f'tensor {name!r} is missing from the checkpoint')
-    self.used.add(name)
-    with safetensors.safe_open(self._files[name], framework='flax') as f:
-      return np.asarray(f.get_tensor(name), dtype=np.float32)
+    """float32 numpy copy of one tensor (bfloat16 and float16 files are upcast), all finite."""
+    stored = self.stored_name(name)
+    if stored is None:
+      raise MissingTensorError(f'tensor {name!r} is missing from the checkpoint')
+    path = self._specs[stored].file
+    with safetensors.safe_open(path, framework='flax') as f:
+      value = np.asarray(f.get_tensor(stored), dtype=np.float32)
+    bad = value.size - np.count_nonzero(np.isfinite(value))
+    if bad:
+      raise HfCheckpointError(
+        f'{stored} in {path} holds {bad} non-finite value(s) (NaN or inf) of {value.size}: the '
+        f'file is damaged or was saved from a diverged run; {_REDOWNLOAD}, or use another '
+        'checkpoint.'
+      )
+    return value
 
 
 # --- The name map: one table per family, read by import and export alike ------------------------
@@ -392,6 +596,76 @@ def _put(params: dict[str, Any], config: ModelConfig, layer: int | None, path, v
     node[path[-1]] = value
 
 
+def _ignored(stored: str, config: ModelConfig) -> bool:
+  """Tensors a file may hold that are not weights (buffers) or that HF itself ignores: a tied
+  model's copy of lm_head.weight (transformers ties it to the embedding on load)."""
+  return (
+    stored.endswith(_GPT2_BUFFERS)
+    or 'rotary_emb' in stored
+    or (stored == _LM_HEAD.hf and config.tie_embeddings)
+  )
+
+
+def _check_tensors(read: _Tensors, config: ModelConfig, hf: dict[str, Any], hf_dir: str) -> None:
+  """Every tensor `config` needs is there, a float, of the shape config.json implies, and no
+  other tensor is (it would be dropped): all from the headers, before a value is read.
+
+  The file's vocabulary rows are config.json's `vocab_size` (our table adds the pause and the
+  padding rows to a fresh import's), so a table of another length is refused rather than
+  padded: its pause row would land where the pause id does not point.
+  """
+  file_dims = {**_dims(config), 'v': hf['vocab_size']}
+  problems, missing, wanted = [], [], set()
+  for _, name, tensor in _tensors(config, hf['model_type']):
+    stored = read.stored_name(name)
+    if stored is None:
+      missing.append(name)
+      why = (
+        ' (tie_word_embeddings is false: the untied head is needed)' if tensor is _LM_HEAD else ''
+      )
+      problems.append(f'{name}: missing{why}')
+      continue
+    wanted.add(stored)
+    spec = read.spec(stored)
+    where = f'{stored} ({os.path.basename(spec.file)})'
+    if spec.dtype not in FLOAT_DTYPES:
+      problems.append(
+        f'{where}: dtype {spec.dtype}; only float tensors ({", ".join(FLOAT_DTYPES)}) are '
+        'converted (a quantized checkpoint? use its float release)'
+      )
+    shape = _hf_shape(tensor, file_dims)
+    if spec.shape != shape:
+      if tensor.vocab_rows:
+        hint = f': one row per token id, vocab_size={hf["vocab_size"]} in config.json'
+      elif len(shape) == 2 and spec.shape == shape[::-1]:
+        hint = ' (transposed)'
+      else:
+        hint = ''
+      problems.append(f'{where}: shape {spec.shape}, expected {shape}{hint}')
+  for stored in sorted(read.names() - wanted):
+    if not _ignored(stored, config):
+      problems.append(
+        f'{stored} ({os.path.basename(read.spec(stored).file)}): not a tensor of this '
+        f'{hf["model_type"]} model (it would be dropped)'
+      )
+  if not problems:
+    return
+  sizes = ', '.join(
+    f'{key}={hf[key]}' for key in _REQUIRED_SIZES['gpt2' if hf['model_type'] == 'gpt2' else 'llama']
+  )
+  listed = problems[:_MAX_LISTED] + (
+    [f'... and {len(problems) - _MAX_LISTED} more'] if len(problems) > _MAX_LISTED else []
+  )
+  error = MissingTensorError if missing else HfCheckpointError
+  raise error(
+    f'{hf_dir}: the tensors do not match its config.json ({sizes}; '
+    f'tie_word_embeddings={config.tie_embeddings}), {len(problems)} problem(s):\n  '
+    + '\n  '.join(listed)
+    + '\nThe weights and config.json must be of the same model: download it again, or fix '
+    'config.json.'
+  )
+
+
 def from_pretrained(hf_dir: str, **overrides) -> tuple[ModelConfig, dict[str, Any]]:
   """Reads a Hugging Face checkpoint folder into (ModelConfig, params) for `model.Decoder`.
 
@@ -404,31 +678,24 @@ def from_pretrained(hf_dir: str, **overrides) -> tuple[ModelConfig, dict[str, An
 
   Returns:
     The config and the unboxed float32 'params' collection (numpy arrays).
+
+  Raises:
+    HfCheckpointError: A file is not what it should be (see the module docstring); the message
+      names it. MissingTensorError (also a KeyError) when tensors are missing.
+    FileNotFoundError: No config.json or no safetensors files.
   """
-  hf = read_config(hf_dir)
-  config = model_config(hf, **overrides)
+  hf, config = read_model_config(hf_dir, **overrides)
   read = _Tensors(hf_dir)
+  _check_tensors(read, config, hf, hf_dir)
   fresh = PAUSE_ID_KEY not in hf
   dims = _dims(config)
   params: dict[str, Any] = {}
   for layer, name, tensor in _tensors(config, hf['model_type']):
-    if tensor is _LM_HEAD and name not in read:
-      raise ValueError(f'{hf_dir}: tie_word_embeddings is false but there is no lm_head.weight.')
     value = read(name)
     if tensor.vocab_rows and fresh:
       value = _with_pause_rows(value, config.num_embeddings)
     for path, part in zip(tensor.ours, _to_ours(tensor, value, dims)):
       _put(params, config, layer, path.split('/'), part)
-  unused = {
-    n
-    for n in read.names() - read.used
-    if not n.endswith(_GPT2_BUFFERS) and n != 'lm_head.weight' and 'rotary_emb' not in n
-  }
-  if unused:
-    raise ValueError(
-      f'{hf_dir} holds tensors this conversion does not use, so it is not the '
-      f'architecture its config.json names: {sorted(unused)[:5]}'
-    )
   logging.info(
     'Loaded %s (%s) with %d embedding rows; <pause> id %d.',
     hf_dir,
@@ -574,6 +841,7 @@ def write_safetensors(path: str, tensors) -> None:
 
   safetensors.numpy.save_file needs every array in memory at once; this writes the same format
   (8-byte header length, JSON header, contiguous little-endian data) while holding one tensor.
+  A non-finite tensor stops the write (an export of it would load, and generate garbage).
   """
   header, offset = {'__metadata__': {'format': 'pt'}}, 0
   for name, shape, _ in tensors:
@@ -589,7 +857,61 @@ def write_safetensors(path: str, tensors) -> None:
       array = np.ascontiguousarray(np.asarray(make(), dtype='<f4'))
       if array.shape != shape:
         raise ValueError(f'{name}: built shape {array.shape}, expected {shape}')
+      bad = array.size - np.count_nonzero(np.isfinite(array))
+      if bad:
+        raise HfCheckpointError(
+          f'{name} has {bad} non-finite value(s) (NaN or inf); nothing was exported. Export an '
+          'earlier checkpoint step, from before the run diverged.'
+        )
       f.write(array.tobytes())
+
+
+def model_files(folder: str) -> list[str]:
+  """The files of `folder` that belong to a Hugging Face model (`MODEL_FILE_PATTERNS`)."""
+  if not os.path.isdir(folder):
+    return []
+  return sorted(
+    name
+    for name in os.listdir(folder)
+    if any(fnmatch.fnmatch(name, pattern) for pattern in MODEL_FILE_PATTERNS)
+  )
+
+
+def check_export_target(hf_dir: str, overwrite: bool = False) -> None:
+  """An export may go to `hf_dir`: a new or model-free folder, or any folder with `overwrite`.
+
+  Checked before the checkpoint is read, so a refused export costs nothing.
+  """
+  if os.path.exists(hf_dir) and not os.path.isdir(hf_dir):
+    raise ExportTargetError(f'{hf_dir} is a file, not a folder: choose a folder to export into.')
+  existing = model_files(hf_dir)
+  if existing and not overwrite:
+    raise ExportTargetError(
+      f'{hf_dir} already holds a model ({", ".join(existing[:6])}'
+      f'{", ..." if len(existing) > 6 else ""}): choose a new folder, or pass --overwrite '
+      '(overwrite=True) to replace it; its model and tokenizer files are removed first.'
+    )
+
+
+def _move_into_place(staging: str, hf_dir: str) -> None:
+  """Moves the complete export from `staging` to `hf_dir`.
+
+  A new target is one rename. Into an existing folder (one the user keeps other files in, or
+  an old model being overwritten), the old model files go first, config.json before its
+  weights, and the new files come in with config.json last: a process killed in between leaves
+  a folder without config.json, which nothing loads as a model.
+  """
+  if not os.path.exists(hf_dir):
+    os.rename(staging, hf_dir)
+    return
+  old = model_files(hf_dir)
+  for name in sorted(old, key=lambda n: n != CONFIG_FILE):
+    os.remove(os.path.join(hf_dir, name))
+  for name in sorted(os.listdir(staging), key=lambda n: n == CONFIG_FILE):
+    os.replace(os.path.join(staging, name), os.path.join(hf_dir, name))
+  os.rmdir(staging)
+  if old:
+    logging.info('Replaced the model in %s (removed %s).', hf_dir, ', '.join(old))
 
 
 def save_pretrained(
@@ -599,12 +921,17 @@ def save_pretrained(
   *,
   pause_id: int | None = None,
   base_dir: str | None = None,
+  overwrite: bool = False,
 ) -> None:
   """Writes config.json + model.safetensors (+ tokenizer files with <pause>) to hf_dir.
 
   All `num_embeddings` rows are exported (the pause row and alignment padding included), so
   `vocab_size` is the table size and `pause_token_id` records where the pause is; transformers
   keeps that key, and `from_pretrained` reads it back to append nothing.
+
+  The files are written into a temporary folder beside hf_dir (`.NAME.partial-*`) and moved
+  into place only once all of them are complete, so a failure half-way leaves no folder that
+  looks like an export.
 
   Args:
     config: the model's config.
@@ -614,17 +941,75 @@ def save_pretrained(
       tokenizer. None when unknown.
     base_dir: a Hugging Face folder the model came from (`convert --from_hf` keeps one as
       MODEL_DIR/hf_base): its other config keys and its tokenizer files are carried over.
+    overwrite: replace a model already in hf_dir (its model and tokenizer files are removed
+      first; other files stay). Without it such a folder is refused.
+
+  Raises:
+    ExportTargetError: hf_dir holds a model and overwrite is False, or is a file.
+    HfCheckpointError: base_dir's files are invalid, or a tensor is not finite.
   """
   base = read_config(base_dir) if base_dir else None
   out = hf_config(config, pause_id, base)
-  os.makedirs(hf_dir, exist_ok=True)
-  write_safetensors(
-    os.path.join(hf_dir, SINGLE_FILE), list(_hf_tensors(config, params, out['model_type']))
-  )
-  with open(os.path.join(hf_dir, CONFIG_FILE), 'w') as f:
-    json.dump(out, f, indent=2)
-  if base_dir and os.path.exists(os.path.join(base_dir, 'tokenizer.json')):
-    _export_tokenizer(base_dir, hf_dir, pause_id)
+  if base_dir:
+    check_tokenizer_files(base_dir, pause_id)
+  target = os.path.abspath(os.fspath(hf_dir))
+  check_export_target(target, overwrite)
+  parent = os.path.dirname(target)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}.partial-', dir=parent)
+  try:
+    write_safetensors(
+      os.path.join(staging, SINGLE_FILE), list(_hf_tensors(config, params, out['model_type']))
+    )
+    if base_dir and os.path.exists(os.path.join(base_dir, 'tokenizer.json')):
+      _export_tokenizer(base_dir, staging, pause_id)
+    with open(os.path.join(staging, CONFIG_FILE), 'w') as f:
+      json.dump(out, f, indent=2)
+    _move_into_place(staging, target)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)  # gone already when the export was moved
+
+
+def _read_tokenizer(path: str):
+  """The parsed tokenizer.json; one the tokenizers library cannot read is named."""
+  import tokenizers  # Only tokenizer files need it.
+
+  try:
+    return tokenizers.Tokenizer.from_file(path)
+  except Exception as e:  # The library raises a bare Exception for every unreadable file.
+    raise HfCheckpointError(
+      f"{path} is not a tokenizer the tokenizers library can read ({e}): use the model's own "
+      'tokenizer.json, downloaded again.'
+    ) from None
+
+
+def _has_pause_at(tokenizer, pause_id: int, path: str) -> bool:
+  """Whether `<pause>` is already `pause_id` (an export's tokenizer); an ordinary token there,
+  or ids beyond it, would make the pause collide with text, and are refused."""
+  if tokenizer.token_to_id(vocab_lib.PAUSE_TEXT) == pause_id:
+    return True
+  size = tokenizer.get_vocab_size(with_added_tokens=True)
+  if pause_id < size:
+    raise HfCheckpointError(
+      f'{path} already has {size} ids, so <pause> id {pause_id} would be an ordinary token: '
+      "the tokenizer must be the model's own (config.json's vocab_size counts all its tokens), "
+      "and --pause_id, when given, the model's vocab_size before pause-lm added its rows."
+    )
+  return False
+
+
+def check_tokenizer_files(folder: str, pause_id: int | None) -> None:
+  """The tokenizer files in `folder` are readable as export reads them, and `<pause>` fits at
+  `pause_id`: checked when they are taken (`--from_hf`), not when an export fails half-way."""
+  path = os.path.join(folder, 'tokenizer.json')
+  if os.path.exists(path):
+    tokenizer = _read_tokenizer(path)
+    if pause_id is not None:
+      _has_pause_at(tokenizer, pause_id, path)
+  for name in TOKENIZER_FILES[1:]:
+    path = os.path.join(folder, name)
+    if os.path.exists(path) and not isinstance(_read_json(path), dict):
+      raise HfCheckpointError(f'{path} is not a JSON object of tokenizer settings: {_REDOWNLOAD}.')
 
 
 def _export_tokenizer(base_dir: str, hf_dir: str, pause_id: int | None) -> None:
@@ -633,7 +1018,8 @@ def _export_tokenizer(base_dir: str, hf_dir: str, pause_id: int | None) -> None:
   The token is special, so HF tools never split it and `skip_special_tokens` hides it; prompts
   for an M-pause evaluation end with M copies of the text `<pause>`. The tokenizers library
   numbers added tokens consecutively, so when the model's vocab_size exceeds the tokenizer's size
-  (Qwen2.5 pads its table) the rows in between get placeholder special tokens first.
+  (Qwen2.5 pads its table) the rows in between get placeholder special tokens first. A tokenizer
+  that has `<pause>` at `pause_id` already (an export converted back) is copied as it is.
   """
   import tokenizers  # Only exporting a tokenizer needs it.
 
@@ -643,14 +1029,10 @@ def _export_tokenizer(base_dir: str, hf_dir: str, pause_id: int | None) -> None:
   if pause_id is None:
     return
   path = os.path.join(hf_dir, 'tokenizer.json')
-  tokenizer = tokenizers.Tokenizer.from_file(path)
+  tokenizer = _read_tokenizer(path)
+  if _has_pause_at(tokenizer, pause_id, path):
+    return
   size = tokenizer.get_vocab_size(with_added_tokens=True)
-  if pause_id < size:
-    raise ValueError(
-      f'The tokenizer already has {size} ids, so <pause> id {pause_id} would be '
-      "an ordinary token; pass the right --pause_id (the model's vocab_size "
-      'before pause-lm added its rows).'
-    )
   placeholders = [f'<pause_lm_unused_{i}>' for i in range(size, pause_id)]
   tokenizer.add_special_tokens(
     [
@@ -659,16 +1041,13 @@ def _export_tokenizer(base_dir: str, hf_dir: str, pause_id: int | None) -> None:
     ]
   )
   if tokenizer.token_to_id(vocab_lib.PAUSE_TEXT) != pause_id:
-    raise ValueError(
-      f'<pause> got id {tokenizer.token_to_id(vocab_lib.PAUSE_TEXT)} in the '
-      f'exported tokenizer, not {pause_id}.'
+    raise HfCheckpointError(
+      f'<pause> got id {tokenizer.token_to_id(vocab_lib.PAUSE_TEXT)} in the tokenizer of '
+      f'{base_dir}, not {pause_id}: it has a token <pause> of its own; use a tokenizer without.'
     )
   tokenizer.save(path)
   path = os.path.join(hf_dir, 'tokenizer_config.json')
-  settings = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      settings = json.load(f)
+  settings = _read_json(path) if os.path.exists(path) else {}
   decoder = settings.setdefault('added_tokens_decoder', {})
   for i, text in enumerate(placeholders + [vocab_lib.PAUSE_TEXT], start=size):
     decoder[str(i)] = {

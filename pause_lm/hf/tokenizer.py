@@ -49,16 +49,31 @@ def load_tokenizer(tokenizer_file: str) -> tokenizers.Tokenizer:
       f'No Hugging Face tokenizer at {tokenizer_file!r}: pass the tokenizer.json file or the '
       'folder that holds it (a model downloaded from the Hub has one).'
     )
-  with tf.io.gfile.GFile(tokenizer_file, 'r') as f:
-    return tokenizers.Tokenizer.from_str(f.read())
+  with tf.io.gfile.GFile(tokenizer_file, 'rb') as f:
+    text = f.read()
+  try:
+    return tokenizers.Tokenizer.from_str(text.decode('utf-8'))
+  except Exception as e:  # The library raises a bare Exception for every unreadable file.
+    raise ValueError(
+      f'{tokenizer_file} is not a tokenizer the tokenizers library can read ({e}): use the '
+      "model's own tokenizer.json, downloaded again."
+    ) from None
 
 
 def _read_json(folder: str, name: str) -> Mapping[str, Any]:
+  """A settings file beside tokenizer.json ({} when absent); an invalid one is named."""
   path = os.path.join(folder, name)
   if not tf.io.gfile.exists(path):
     return {}
-  with tf.io.gfile.GFile(path, 'r') as f:
-    return json.load(f)
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    text = f.read()
+  try:
+    settings = json.loads(text.decode('utf-8'))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'{path} is not valid JSON ({e}): fix it or download it again.') from None
+  if not isinstance(settings, dict):
+    raise ValueError(f'{path} is not a JSON object of settings: fix it or download it again.')
+  return settings
 
 
 def _token_text(value) -> str | None:

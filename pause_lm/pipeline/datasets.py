@@ -4,13 +4,27 @@ One function (`get_dataset`) is what training and evaluation call; it picks the 
 converter from the task's features (decoder-only LM for pretraining, prefix-LM for downstream
 tasks), so the loss weights always skip `<pause>` targets, and it turns seqio's and TFDS's
 failures for unknown tasks and unprepared data into errors that say how to fix them.
+
+Training reads a task through `TaskIterator`, which names the task when its input fails: an
+input that ends (nothing to read: empty or whitespace-only files, a preprocessing that drops
+everything) is an `EmptyInputError` listing what the task reads; an error raised inside
+tf.data (a file that is not UTF-8, a JSONL line without its text) is raised again as its own
+message, without TensorFlow's wrapping; and a batch that takes longer than
+`InputWait.warn_after_seconds` is reported while it is awaited.
 """
 
+import contextlib
 import dataclasses
 import difflib
-from typing import Mapping
+import re
+import threading
+import time
+from typing import Callable, Iterator, Mapping, NoReturn
 
+from absl import logging
+from clu.data import dataset_iterator as clu_iterator
 import gin
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -31,6 +45,14 @@ class DatasetNotPreparedError(RuntimeError):
 
 class TooManyTruncationsError(ValueError):
   """More examples than allowed had their prefix cut to make room for pauses."""
+
+
+class EmptyInputError(ValueError):
+  """A repeating task's input ended: it has no example to give."""
+
+
+class InputError(RuntimeError):
+  """Reading a task's input failed inside tf.data; the message is the cause, unwrapped."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +297,8 @@ def get_dataset(
   """
   info = task_info(task_name)
   task = get_task(task_name)
+  if isinstance(task, seqio.Mixture):
+    tasks_lib.registry.check_mixture_rates(task)  # However it was registered.
   lengths = task_feature_lengths(info, sequence_length)
   try:
     ds = task.get_dataset(
@@ -301,3 +325,197 @@ def get_dataset(
   ds = feature_converter(info, pack)(ds, lengths)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder or repeat)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# How many of a source's files an error lists (then how many more there are).
+_FILES_LISTED = 5
+
+
+def _describe_files(files: list[str], sizes: bool) -> str:
+  def named(path: str) -> str:
+    if not sizes:
+      return path
+    try:
+      return f'{path} ({tf.io.gfile.stat(path).length} bytes)'
+    except tf.errors.OpError:
+      return f'{path} (unreadable)'
+
+  listed = ', '.join(named(f) for f in files[:_FILES_LISTED])
+  more = f' and {len(files) - _FILES_LISTED} more' if len(files) > _FILES_LISTED else ''
+  return f'{len(files)} file(s): {listed}{more}'
+
+
+def _describe_source(task: seqio.Task, split: str, sizes: bool) -> str:
+  """What one task reads, in words: its files (patterns, names, sizes), or its TFDS name."""
+  source = task.source
+  if isinstance(source, seqio.FileDataSource):
+    patterns = getattr(source, 'patterns', None)
+    kind = getattr(source, 'kind', 'input')
+    matching = f' matching {patterns(split)}' if patterns else ''
+    try:
+      files = list(source.list_shards(split))
+    except Exception as e:  # pylint: disable=broad-except
+      return f'{kind} files{matching} (listing them failed: {e})'
+    return f'{kind} files{matching}: {_describe_files(files, sizes)}'
+  if isinstance(source, seqio.TfdsDataSource):
+    return f'the TFDS dataset {source.tfds_dataset.name!r}'
+  return f'a {type(source).__name__}'
+
+
+def describe_input(task_name: str, split: str, sizes: bool = False) -> str:
+  """What `task_name` (a task, or each task of a mixture) reads from `split`, for messages.
+
+  With `sizes`, each listed file's size too (one stat per file: for errors only).
+  """
+  task = get_task(task_name)
+  if not isinstance(task, seqio.Mixture):
+    return f'it reads {_describe_source(task, split, sizes)}'
+  parts = [f'{t.name!r} reads {_describe_source(t, split, sizes)}' for t in task.tasks]
+  return 'its tasks: ' + '; '.join(parts)
+
+
+def empty_input_message(task_name: str, split: str, batches: int) -> str:
+  """Why a repeating input of `task_name` ended, what it reads, and what to do."""
+  reads = describe_input(task_name, split, sizes=True)
+  when = 'before its first batch' if not batches else f'after {batches} batch(es) in this process'
+  kind = 'Mixture' if task_name in seqio.MixtureRegistry.names() else 'Task'
+  mixture = (
+    ' A mixture stops as soon as any one of its tasks has no example.' if kind == 'Mixture' else ''
+  )
+  return (
+    f'{kind} {task_name!r} has no examples in split {split!r}: its input ended {when}, '
+    f'although it repeats. {reads[:1].upper()}{reads[1:]}.{mixture} Every '
+    'document read was empty or whitespace-only (or a JSONL text field was), or the '
+    "task's preprocessing dropped every example. Put text in the files, or point the pattern "
+    'at the ones that hold it.'
+  )
+
+
+# A Python exception raised inside tf.data, as TensorFlow quotes it in its own error:
+# "...::Map: ValueError: <message>\nTraceback (most recent call last):...".
+_PYTHON_ERROR = re.compile(
+  r'(?:^|[\s:])((?:\w+\.)*([A-Za-z_]\w*(?:Error|Exception))): (.*?)\nTraceback \(most recent',
+  re.DOTALL,
+)
+# TensorFlow's additions around a message: its function and node names, the op.
+_TF_NOISE = re.compile(
+  r'\{\{function_node [^}]*\}\}\s*|\s*\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:\w+\].*$'
+)
+
+
+def input_error(task_name: str, error: tf.errors.OpError) -> Exception:
+  """The error to raise for `error` from `task_name`'s pipeline: a source's DataSourceError
+  as itself, another Python error or a TensorFlow error as an InputError with its message."""
+  text = error.message
+  python_error = _PYTHON_ERROR.search(text)
+  if python_error:
+    qualified, name, message = python_error.groups()
+    message = message.strip()
+    if name == tasks_lib.text_sources.DataSourceError.__name__:
+      return tasks_lib.text_sources.DataSourceError(message)
+    return InputError(f'Reading the input of task {task_name!r} failed: {qualified}: {message}')
+  # What is left after TensorFlow's "Error in ... transformation with iterator: Iterator::...:".
+  message = re.sub(r'^.*? with iterator: \S+: ', '', _TF_NOISE.sub('', text).strip())
+  return InputError(
+    f'Reading the input of task {task_name!r} failed: {type(error).__name__}: {message}'
+  )
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class InputWait:
+  """When waiting for a batch is reported.
+
+  Attributes:
+    warn_after_seconds: While no batch has come for this long, a warning names the task and
+      what it reads; again each time as long again passes. Training keeps waiting (a slow
+      source may recover); a source that blocks (an unreachable bucket, a stalled network
+      disk, a named pipe nobody writes) or drops nearly every example shows this. None or 0:
+      never warn.
+  """
+
+  warn_after_seconds: float | None = 120.0
+
+
+@contextlib.contextmanager
+def _warn_while_waiting(seconds: float | None, message: Callable[[float], str]) -> Iterator[None]:
+  """Logs `message(seconds waited)` every `seconds` until the block ends, from a thread of its
+  own (the waiting thread is inside tf.data and cannot)."""
+  if not seconds:
+    yield
+    return
+  done = threading.Event()
+  start = time.monotonic()
+
+  def watch():
+    while not done.wait(seconds):
+      logging.warning('%s', message(time.monotonic() - start))
+
+  threading.Thread(target=watch, name='input-wait', daemon=True).start()
+  try:
+    yield
+  finally:
+    done.set()
+
+
+class TaskIterator(clu_iterator.TfDatasetIterator):
+  """A task's repeating batches (`get_dataset(..., repeat=True)`), checkpointable as clu's
+  TfDatasetIterator (the same saved position), whose failures name the task.
+
+  - The input ending is an EmptyInputError naming the task, its patterns and files: a
+    repeating input ends only when a whole pass over it gave no example (tf.data stops a
+    repeat whose pass is empty), so it never loops forever on an empty corpus, and is found
+    at the first batch without reading a real corpus up front.
+  - An error raised inside tf.data is raised again as its own message (`input_error`).
+  - A batch awaited longer than `InputWait.warn_after_seconds` is reported while it is.
+  """
+
+  def __init__(
+    self,
+    dataset: tf.data.Dataset,
+    task_name: str,
+    split: str = 'train',
+    *,
+    checkpoint: bool = True,
+    wait: InputWait | None = None,
+  ):
+    super().__init__(dataset, checkpoint=checkpoint)
+    self._task_name, self._split = task_name, split
+    self._wait = wait or InputWait()
+    self._batches = 0
+    self._failure: Exception | None = None
+    # Now, not while waiting: listing files can itself be what blocks.
+    self._reads = describe_input(task_name, split)
+
+  def _waiting(self, seconds: float) -> str:
+    which = 'first batch' if not self._batches else f'batch {self._batches + 1}'
+    return (
+      f'Still waiting for the {which} of task {self._task_name!r} after {seconds:.0f} s; '
+      f'{self._reads}. A source that blocks (an unreachable bucket, a stalled network disk, '
+      'a named pipe nobody writes) or whose preprocessing drops nearly every example shows '
+      'this; training goes on when the batch comes. (Reported every '
+      f'InputWait.warn_after_seconds={self._wait.warn_after_seconds:g}.)'
+    )
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._failure is not None:
+      raise self._failure
+    with _warn_while_waiting(self._wait.warn_after_seconds, self._waiting):
+      try:
+        batch = super().__next__()
+      except StopIteration:
+        self._fail(
+          EmptyInputError(empty_input_message(self._task_name, self._split, self._batches))
+        )
+      except tf.errors.OpError as error:
+        self._fail(input_error(self._task_name, error), error)
+    self._batches += 1
+    return batch
+
+  def _fail(self, failure: Exception, cause: Exception | None = None) -> NoReturn:
+    """Raises `failure`, for this call and every later one, after dropping the tf.data
+    iterator: its threads would go on reading ahead, failing again and logging each failure
+    with its traceback."""
+    self.iterator = self._ckpt = None
+    self._failure = failure
+    raise failure from cause

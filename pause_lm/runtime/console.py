@@ -6,7 +6,8 @@ Every command (train, evaluate, show, summary, experiments) shows by default:
 - while training, one line per log interval (`ProgressReporter`): step/total, loss, token
   accuracy, tokens/s, MFU, elapsed time and an ETA from a moving average of the step rate; a
   tqdm-style bar rewritten in place when stderr is a terminal;
-- one summary line at the end of a training run (`run_summary`).
+- one summary line at the end of a training run (`run_summary`);
+- its own errors as their message, without a traceback, and exit status 1 (`report_errors`).
 
 Libraries' INFO lines (Orbax, TensorFlow, seqio, JAX, clu's metric lines) are dropped unless
 asked for: `--verbosity=0` shows everything, `--logger_levels=orbax:INFO,clu:INFO` only those
@@ -20,14 +21,18 @@ Importing this module sets TF_CPP_MIN_LOG_LEVEL=3 unless the environment sets it
 to see TensorFlow's C++ logs, start-up lines included.
 """
 
+from collections.abc import Callable, Sequence
 import functools
+import linecache
 import logging as py_logging
 import os
 import sys
 import sysconfig
 import time
+import traceback
 from typing import Mapping, TextIO
 
+from absl import app
 from absl import flags
 from absl import logging
 
@@ -318,3 +323,110 @@ def run_summary(
 def log_run_summary(**kwargs) -> None:
   end_live_line()
   logging.info('%s', run_summary(**kwargs))
+
+
+# --- A command's own errors -------------------------------------------------------------------
+#
+# The library stops a run with an exception whose message names the problem and its fix (a
+# setting, a file, a checkpoint step). Such a stop is no crash: the user needs the message, not
+# a stack of frames in which to look for it. A real bug is the opposite: its traceback is what
+# a report needs. So an error is shown as its message alone only when the library raised it on
+# purpose (`is_own_error`); anything else keeps Python's traceback.
+
+# --verbosity at which an own error is printed with its traceback too (absl's 1 is DEBUG).
+TRACEBACK_VERBOSITY = 1
+# The package whose `raise` statements are the library's own (tasks/ imports as pause_lm.tasks).
+_OWN_PACKAGE = 'pause_lm'
+# Built-in errors that a deliberate `raise` in the library uses for a message with its fix.
+# Not TypeError, AttributeError, NameError and the like: raised on purpose they would be a
+# misuse of the library's API by code, not a setting a user can fix.
+_MESSAGE_TYPES = (ValueError, OSError, RuntimeError, LookupError, ArithmeticError)
+# Gin raises these for a setting it cannot use (an unknown macro, a bad reference).
+_GIN_SETTING_TYPES = (ValueError, SyntaxError)
+# What gin appends to an error raised inside a configurable, once per configurable it crossed.
+_GIN_CALL_NOTE = "  In call to configurable '"
+
+
+def _module_name(frame) -> str:
+  """The dotted name of a frame's module (`pause_lm.train`, also when run as `-m`)."""
+  spec = frame.f_globals.get('__spec__')
+  return getattr(spec, 'name', None) or frame.f_globals.get('__name__', '')
+
+
+def _in_package(module: str, package: str) -> bool:
+  return module == package or module.startswith(package + '.')
+
+
+def is_own_error(error: BaseException) -> bool:
+  """Whether `error` is one the library raised on purpose, with a message naming the fix.
+
+  True for an error of a class the library defines (`RunLockedError`, `UnsafeStateError`, ...,
+  also gin's copy of one raised inside a configurable), for one of `_MESSAGE_TYPES` raised by a
+  `raise` statement in the library's own code (`raise ValueError(f'BATCH_SIZE=...')`), and
+  for gin's errors about a setting. An error raised inside another library (NumPy, Orbax,
+  the standard library) is not, even when library code called it: nobody wrote its message
+  for a pause-lm user, so its traceback is kept.
+  """
+  if not isinstance(error, Exception) or isinstance(error, app.UsageError):
+    return False
+  if any(_in_package(cls.__module__, _OWN_PACKAGE) for cls in type(error).__mro__):
+    return True
+  innermost = error.__traceback__
+  if innermost is None:
+    return False
+  while innermost.tb_next is not None:
+    innermost = innermost.tb_next
+  module = _module_name(innermost.tb_frame)
+  if _in_package(module, 'gin'):
+    return isinstance(error, _GIN_SETTING_TYPES)
+  # The line the error was raised at (the first line of a `raise` spanning several).
+  line = linecache.getline(innermost.tb_frame.f_code.co_filename, innermost.tb_lineno)
+  return (
+    isinstance(error, _MESSAGE_TYPES)
+    and _in_package(module, _OWN_PACKAGE)
+    and line.lstrip().startswith('raise ')
+  )
+
+
+def error_message(error: BaseException) -> str:
+  """`Name: message` of an error, without the notes gin adds for each configurable it crossed."""
+  if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
+    text = error.args[0]  # str(KeyError) is the repr of its key: quotes around the message.
+  else:
+    text = str(error)
+  lines = text.rstrip().splitlines()
+  while lines and lines[-1].startswith(_GIN_CALL_NOTE):
+    lines.pop()
+  message = '\n'.join(lines).strip()
+  return f'{type(error).__name__}: {message}'
+
+
+def report_errors(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
+  """Wraps a command's `main`: the library's own errors end the command as their message.
+
+  An own error (`is_own_error`) is logged as one message, as the last lines of the output,
+  and the process exits with status 1; `--verbosity=1` (or higher) prints its traceback
+  before it. Any other error (a bug) propagates with its traceback, as do absl's usage
+  errors (absl prints them with the command's usage). Every command's entry point uses it:
+  `gin_utils.run(main)` for the commands with gin flags, `app.run(report_errors(main))` for
+  the others.
+  """
+
+  @functools.wraps(main)
+  def guarded(argv: Sequence[str]) -> None:
+    # Read before `main`: a command may set the verbosity itself (`logging.set_verbosity`).
+    verbosity = flags.FLAGS['verbosity']
+    show_traceback = verbosity.present and verbosity.value >= TRACEBACK_VERBOSITY
+    try:
+      main(argv)
+    except Exception as error:  # pylint: disable=broad-except
+      if not is_own_error(error):
+        raise
+      end_live_line()
+      if show_traceback:
+        traceback.print_exception(error, file=sys.stderr)
+        sys.stderr.flush()
+      logging.error('%s', error_message(error))
+      sys.exit(1)
+
+  return guarded

@@ -9,6 +9,10 @@ when it reaches a function through a macro, so `parse_gin` checks for unset
 ones up front and fails with the flag that fixes it. It is strict the other way
 too: a macro that no binding reads (`--gin.TRAIN_STEP=10` for `TRAIN_STEPS`)
 is an error, as gin's own unknown-name errors are, each with the nearest names.
+Gin's other parse errors (a missing file, a syntax error) name the file or binding
+and the fix; every command reports these as usage errors (`parse_settings`).
+`run` is every command's entry point: the library's own errors print as their
+message, without a traceback (`console.report_errors`).
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -17,11 +21,14 @@ import inspect
 import os
 import pathlib
 import re
+import tokenize
 
 from absl import app
 from absl import flags
 from etils import epath
 import gin
+
+from pause_lm.runtime import console
 
 _SHORTHAND_PREFIX = '--gin.'
 _REQUIRED_SELECTOR = 'gin.REQUIRED/gin.constant'
@@ -35,16 +42,24 @@ class SettingValueError(ValueError):
   """A setting has a value the run cannot use (the message names it and the fix)."""
 
 
-class MissingSettingError(ValueError):
+class SettingError(ValueError):
+  """A gin file or binding that cannot be used as given: a usage error of every command."""
+
+
+class MissingSettingError(SettingError):
   """A `%gin.REQUIRED` setting was never given a value."""
 
 
 class UnknownSettingError(MissingSettingError):
   """A setting names no macro or configurable this run reads (usually a typo).
 
-  A subclass of MissingSettingError so that every entry point, which reports
-  that one as a usage error, reports this one the same way.
+  A subclass of MissingSettingError, which callers caught before SettingError
+  existed, so that they catch this one too.
   """
+
+
+class UnreadableSettingError(SettingError):
+  """A gin file cannot be found, or a gin file or binding cannot be parsed."""
 
 
 def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
@@ -106,9 +121,13 @@ def parse_flags_with_gin(argv: Sequence[str]) -> list[str]:
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
-  """`app.run` with the gin flags and their shorthand; use as an entry point's run."""
+  """`app.run` with the gin flags and their shorthand; use as an entry point's run.
+
+  The library's own errors end the command as their message and exit status 1,
+  without a traceback unless --verbosity=1 or higher (`console.report_errors`).
+  """
   define_flags()
-  app.run(main, flags_parser=parse_flags_with_gin)
+  app.run(console.report_errors(main), flags_parser=parse_flags_with_gin)
 
 
 def reject_positional_args(argv: Sequence[str]) -> None:
@@ -121,12 +140,12 @@ def reject_positional_args(argv: Sequence[str]) -> None:
 
 
 def parse_settings(parse: Callable[[], object] | None = None):
-  """Parses the command line's gin (or runs `parse`); a missing setting is a usage error."""
+  """Parses the command line's gin (or runs `parse`); a setting error is a usage error."""
   try:
     if parse is None:
       return parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths)
     return parse()
-  except MissingSettingError as e:
+  except SettingError as e:
     raise app.UsageError(str(e)) from None
 
 
@@ -144,6 +163,8 @@ def parse_gin(
 
   Raises:
     MissingSettingError: A `%gin.REQUIRED` macro or parameter has no value.
+    UnknownSettingError: A name no configurable or macro has (a typo).
+    UnreadableSettingError: A file is not found, or a file or binding does not parse.
     ValueError: No gin file was given.
   """
   if not gin_files:
@@ -158,10 +179,32 @@ def parse_gin(
   except ValueError as e:
     suggestion = _suggest_for_gin_error(str(e))
     if suggestion is None:
-      raise
+      raise UnreadableSettingError(f'{e}\nFix that setting, or remove it.') from None
     raise UnknownSettingError(f'{e}\n{suggestion}') from None
+  except (SyntaxError, tokenize.TokenError) as e:
+    raise UnreadableSettingError(_describe_syntax_error(e)) from None
+  except OSError as e:
+    raise UnreadableSettingError(
+      f'{e}\nCheck the --gin_file path: it is read relative to the current folder or to a '
+      '--gin_search_paths folder.'
+    ) from None
   check_required_settings()
   check_unused_macros(_macro_names(gin_bindings))
+
+
+def _describe_syntax_error(error: SyntaxError | tokenize.TokenError) -> str:
+  """Gin's parse error with the setting it is in (gin's own message names only a line)."""
+  if isinstance(error, tokenize.TokenError):  # Unbalanced brackets: no line to show.
+    problem = f'(an unclosed bracket or quote?): {error.args[0]}.'
+  else:
+    where = f'{error.filename}, line {error.lineno}' if error.filename else '--gin_bindings'
+    # Gin's last line is the specific one ("Failed to parse token 'runs'").
+    reason = error.msg.strip().splitlines()[-1].strip().rstrip('.')
+    problem = f'({where}: {(error.text or "").strip()}): {reason}.'
+  return (
+    f'Cannot parse a gin setting {problem}\nWrite settings as NAME = value with strings '
+    """quoted, e.g. --gin.MODEL_DIR="'runs/x'" (gin reads the value as Python)."""
+  )
 
 
 def _macro_names(bindings: Sequence[str]) -> set[str]:

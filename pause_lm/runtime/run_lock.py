@@ -30,6 +30,8 @@ import gin
 import jax
 import numpy as np
 
+from pause_lm.runtime import run_dir
+
 LOCK_FILENAME = 'run.lock'
 
 
@@ -98,8 +100,14 @@ class RunLock:
     self._held = False
 
   def acquire(self) -> None:
-    """Takes the lock, or raises RunLockedError naming its holder."""
-    self.path.parent.mkdir(parents=True, exist_ok=True)
+    """Takes the lock, or raises RunLockedError naming its holder.
+
+    Raises:
+      RunLockedError: Another run holds it.
+      run_dir.FolderNotWritableError: MODEL_DIR is a file or cannot be written.
+    """
+    # The first write to MODEL_DIR: a folder that cannot be one is named here, before any work.
+    run_dir.ensure_writable_folder(self.path.parent, 'MODEL_DIR')
     if self._try_create():
       return
     holder = self._read_holder()
@@ -175,30 +183,44 @@ class RunLock:
       raise
 
 
+# What process 0 tells the others when it cannot take the lock (an index, broadcast).
+_REFUSALS = (RunLockedError, run_dir.FolderNotWritableError)
+
+
 def hold(model_dir: epath.PathLike) -> RunLock | None:
   """Takes MODEL_DIR's lock on process 0; every process raises if it is held.
 
   Returns:
     The held lock on process 0 (release it when the run ends), else None.
+
+  Raises:
+    RunLockedError: Another run holds it.
+    run_dir.FolderNotWritableError: MODEL_DIR is a file or cannot be written.
   """
-  lock, error = None, ''
+  lock, error = None, None
   if jax.process_index() == 0:
     lock = RunLock(model_dir)
     try:
       lock.acquire()
-    except RunLockedError as e:
+    except _REFUSALS as e:
       if jax.process_count() == 1:
         raise
-      error = str(e)
+      error = e
   if jax.process_count() > 1:
-    # Other processes must not write (checkpoint shards) unless 0 holds it.
+    # Other processes must not write (checkpoint shards) unless 0 holds it, and must not wait
+    # for a process 0 that stopped: each learns why, and stops too.
     # pylint: disable-next=g-import-not-at-top
     from jax.experimental import multihost_utils
 
-    failed = multihost_utils.broadcast_one_to_all(np.int32(bool(error)))
-    if int(failed):
-      raise RunLockedError(
-        error or f'{model_dir} is in use by another run (see the log of process 0).'
+    refusal = next((i for i, kind in enumerate(_REFUSALS) if isinstance(error, kind)), -1)
+    refusal = int(multihost_utils.broadcast_one_to_all(np.int32(refusal)))
+    if error is not None:
+      raise error
+    if refusal == _REFUSALS.index(RunLockedError):
+      raise RunLockedError(f'{model_dir} is in use by another run (see the log of process 0).')
+    if refusal >= 0:
+      raise run_dir.FolderNotWritableError(
+        f'MODEL_DIR={model_dir} cannot be written by process 0 (its log says why).'
       )
   return lock
 

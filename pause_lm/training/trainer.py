@@ -79,7 +79,8 @@ def create_train_iterator(
       repeat=True,
       pack=pack,
     )
-    return clu_iterator.TfDatasetIterator(dataset, checkpoint=True)
+    # clu's TfDatasetIterator (the same saved position) whose failures name the task.
+    return data_lib.TaskIterator(dataset, task, 'train')
 
   return distributed.ShardedIterator(
     make_shard, distributed.local_shard_ids(num_shards), num_shards
