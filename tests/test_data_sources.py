@@ -21,7 +21,7 @@ from pause_lm.hf import tokenizer as hf_tokenizer
 from pause_lm.pipeline import datasets as data
 from pause_lm.tasks import text_sources
 from pause_lm.training import trainer
-from test_own_data import TOKENIZER_DIR
+from test_own_data import TOKENIZER_DIR, all_batches
 
 LIMIT = 300  # max_document_bytes in the long-document tests: a test-sized limit.
 # Multi-byte characters (2, 3 and 4 bytes), so that pieces are cut between characters.
@@ -172,7 +172,7 @@ def test_a_document_far_longer_than_the_limit_comes_in_pieces_in_order(tmp_path,
   batch = next(_iterator(std.name, length=128, batch_size=4))
   assert time.monotonic() - start < 60 and batch['decoder_target_tokens'].shape == (4, 128)
   eos = hf_tokenizer.hf_vocabulary(TOKENIZER_DIR).eos_id
-  batches = _all_batches(std.name)
+  batches = all_batches(std.name)
   targets = np.concatenate(
     [b['decoder_target_tokens'][0][b['decoder_loss_weights'][0] > 0] for b in batches]
   )
@@ -180,19 +180,6 @@ def test_a_document_far_longer_than_the_limit_comes_in_pieces_in_order(tmp_path,
   assert (targets == eos).sum() == len(documents)  # One EOS closes each piece.
   decoded = ''.join(vocabulary.decode(t.tolist()) for t in _between_eos(targets, eos))
   assert decoded == text
-
-
-def _all_batches(task):
-  dataset = data.get_dataset(
-    task,
-    'train',
-    sequence_length=64,
-    batch_size=1,
-    shuffle=False,
-    repeat=False,
-    drop_remainder=False,
-  )
-  return list(dataset.as_numpy_iterator())
 
 
 def _between_eos(tokens, eos):

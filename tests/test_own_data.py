@@ -62,7 +62,8 @@ def _batch(task, seed=0, length=LENGTH, batch_size=8):
   return next(ds.as_numpy_iterator())
 
 
-def _all_targets(task):
+def all_batches(task):
+  """Every train batch of `task`, one chunk of 64 tokens each, in order (one pass)."""
   ds = data.get_dataset(
     task,
     'train',
@@ -72,7 +73,11 @@ def _all_targets(task):
     repeat=False,
     drop_remainder=False,
   )
-  return np.concatenate([b['decoder_target_tokens'][0] for b in ds.as_numpy_iterator()])
+  return list(ds.as_numpy_iterator())
+
+
+def _all_targets(task):
+  return np.concatenate([b['decoder_target_tokens'][0] for b in all_batches(task)])
 
 
 @pytest.mark.parametrize('kind', ['lines', 'files', 'jsonl'])
