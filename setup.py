@@ -26,6 +26,7 @@ INSTALL_REQUIRES = [
   # Hugging Face checkpoints and tokenizers in and out (never torch or transformers).
   'safetensors>=0.4',
   'tokenizers>=0.19',
+  'pyarrow>=12',  # Parquet (and CSV) files of downstream file tasks (tasks/file_tasks.py)
   'tqdm',
   'matplotlib',
   # Runtime needs of t5's metrics and preprocessors (t5 itself: see the module docstring).
@@ -37,6 +38,9 @@ INSTALL_REQUIRES = [
   'nltk',
 ]
 
+# lm-eval without extras pulls datasets, evaluate, sacrebleu, ... and no torch.
+HARNESS = 'lm-eval==0.4.13'
+
 setuptools.setup(
   name='pause_lm',
   version='0.1.0',
@@ -46,9 +50,14 @@ setuptools.setup(
   # per folder); they install and import as `pause_lm.tasks`.
   packages=[*setuptools.find_packages(include=['pause_lm', 'pause_lm.*']), 'pause_lm.tasks'],
   package_dir={'pause_lm': 'pause_lm', 'pause_lm.tasks': 'tasks'},
+  # The harness's lm-eval task files (YAML, and the Python functions they name).
+  package_data={'pause_lm.harness': ['tasks/*/*.yaml', 'tasks/*/*.py']},
   install_requires=INSTALL_REQUIRES,
   extras_require={
-    'test': ['pytest>=8', 'hypothesis>=6', 'pytest-xdist', 'ruff'],
+    # The lm-evaluation-harness backend (pause_lm/harness, docs/harness.md): never torch.
+    'harness': [HARNESS],
+    # The tests cover the harness backend too, so CI installs lm-eval.
+    'test': ['pytest>=8', 'hypothesis>=6', 'pytest-xdist', 'ruff', HARNESS],
     # Accelerator builds of jax; install on top of the base set-up (see README).
     'tpu': ['jax[tpu]'],
     'cuda': ['jax[cuda12]'],

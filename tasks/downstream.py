@@ -7,8 +7,8 @@ A downstream task is declared once as a *base* (source, text preprocessors givin
   {base}_pause{M}                 M pauses appended to the prefix (PauseFT, Section 3.1)
   {base}_pause{M}_prepend         M pauses before the prefix (Section 5.3)
   {base}_filler{M}                M copies of '.' appended (Lanham et al. baseline, Section 4.3)
-  {base}_pause{lo}to{hi}          M drawn uniformly from lo..hi per example (delay-robust
-                                  PauseFT; also _prepend and filler{lo}to{hi})
+  {base}_pause{lo}to{hi}          M drawn from lo..hi per example (delay-robust PauseFT;
+                                  also _prepend and filler{lo}to{hi}, drawn uniformly)
   ..._eval                        scoring tasks only: every candidate, for rank classification
 
 A variant is registered with seqio on its first request (`pause_lm.pipeline.datasets.get_task`,
@@ -62,6 +62,22 @@ _BASES: dict[str, DownstreamBase] = {}
 _DECLARED: dict[str, Callable[[], DownstreamBase]] = {}
 _TARGET_LENGTHS: dict[str, int] = {}
 _SCORING: set[str] = set()
+# Functions that declare a base from its name alone if they know it (file tasks bound in gin:
+# tasks/file_tasks.py), asked before a base is reported unknown.
+_BASE_FINDERS: list[Callable[[str], object]] = []
+
+
+def register_base_finder(find: Callable[[str], object]) -> None:
+  _BASE_FINDERS.append(find)
+
+
+def _is_declared(name: str) -> bool:
+  """Whether `name` is a declared base, after asking the finders for it if it is not."""
+  for find in _BASE_FINDERS:
+    if name in _DECLARED:
+      break
+    find(name)
+  return name in _DECLARED
 
 
 def variant_name(
@@ -119,7 +135,7 @@ def register_downstream_task(
 
 def _base(name: str) -> DownstreamBase:
   if name not in _BASES:
-    if name not in _DECLARED:
+    if not _is_declared(name):
       raise ValueError(
         f'No downstream base task {name!r}; registered: {sorted(_DECLARED)}. '
         'Register it with pause_lm.tasks.register_downstream_task.'
@@ -158,7 +174,8 @@ def register_pause_variant(
 ) -> str:
   """Registers (once) and returns the name of one variant of a declared base task.
 
-  With `max_pauses`, every example gets M drawn uniformly from num_pauses..max_pauses.
+  With `max_pauses`, every example gets its own M from num_pauses..max_pauses
+  (`preprocessors.num_pauses_of`).
   """
   spec = _base(base)
   variant = variants.Variant.make(num_pauses, placement, filler, max_pauses)
@@ -204,7 +221,7 @@ def _resolve_variant(name: str) -> bool:
   """Registers a variant from its name alone, e.g. `squad_pause5_prepend`, `gsm8k_filler10`,
   `squad_pause0to10`."""
   parsed = variants.parse_task(name.removesuffix(EVAL_SUFFIX))
-  if parsed is None or parsed[0] not in _DECLARED:
+  if parsed is None or not _is_declared(parsed[0]):
     return False
   base, variant = parsed
   filler = DEFAULT_FILLER if variant.kind == 'filler' else None

@@ -38,12 +38,48 @@ LLAMA_CONFIG = dataclasses.replace(
 )
 
 
+# Gemma 3: (1 + w) norms around attention and the MLP, GeGLU, q/k norms, scaled embeddings, a
+# head size of its own, one key/value head, and a sliding first layer whose window (3) is much
+# shorter than the prefixes and generations: the cache must apply the window at every step.
+GEMMA3_CONFIG = dataclasses.replace(
+  CONFIG,
+  num_heads=4,
+  num_kv_heads=1,
+  attention_head_dim=16,
+  norm='gemma_rms_norm',
+  position_embedding='rope',
+  mlp_activation='geglu',
+  qkv_bias=False,
+  dense_bias=False,
+  tie_embeddings=True,
+  qk_norm=True,
+  post_norms=True,
+  scale_embeddings=True,
+  query_pre_attn_scalar=12.0,
+  rope_local_theta=10_000.0,
+  layer_types=('sliding_attention', 'full_attention'),
+  sliding_window=3,
+)
+
+
 @functools.cache
 def _params(config=CONFIG):
+  if config.post_norms:  # Gemma 3: drawn from the shapes, since compiling its init takes seconds
+    return _drawn_params(config)
   init = jax.jit(Decoder(config).init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
   # Larger weights than the GPT-2 init make logits well separated, so greedy choices are stable
   # under float reordering and comparisons between code paths are meaningful.
   return jax.tree.map(lambda p: p * 10.0, init['params'])
+
+
+def _drawn_params(config):
+  """Parameters of `config`'s shapes (boxed with their axis names), N(0, 0.2) each: the scale
+  `_params` gives the GPT-2 init, drawn in numpy without compiling the model's init."""
+  shapes = jax.eval_shape(Decoder(config).init, jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+  rng = np.random.default_rng(0)
+  return jax.tree.map(
+    lambda s: jnp.asarray(rng.normal(0.0, 0.2, s.shape), s.dtype), shapes['params']
+  )
 
 
 def _prefixes(num_pauses):
@@ -125,6 +161,48 @@ def test_llama_family_cached_greedy_matches_full_recompute():
   want_tokens, want_logits = _reference_greedy(params, prefixes, lengths, STEPS, True, LLAMA_CONFIG)
   np.testing.assert_array_equal(tokens, want_tokens)
   np.testing.assert_allclose(logits, want_logits, atol=1e-3, rtol=1e-4)
+
+
+def test_sliding_window_cached_greedy_matches_full_recompute():
+  """Prefix-LM: the prefill's bidirectional window and the steps' causal one (the causal-only
+  case is tests/test_hf.py's greedy decoding against transformers, window 4)."""
+  params = _params(GEMMA3_CONFIG)
+  prefixes, lengths = _prefixes(4)
+  tokens, _, logits = decoding.generate(
+    params,
+    GEMMA3_CONFIG,
+    prefixes,
+    lengths,
+    max_decode_len=STEPS,
+    prefix_lm=True,
+    eos_id=NUM_EMBEDDINGS,
+    vocab_limit=VOCAB,
+    return_logits=True,
+  )
+  want_tokens, want_logits = _reference_greedy(
+    params, prefixes, lengths, STEPS, True, GEMMA3_CONFIG
+  )
+  np.testing.assert_array_equal(tokens, want_tokens)
+  np.testing.assert_allclose(logits, want_logits, atol=1e-3, rtol=1e-4)
+
+
+def test_sliding_window_covering_everything_decodes_as_full_attention():
+  params = _params(GEMMA3_CONFIG)
+  prefixes, lengths = _prefixes(4)
+  kwargs = dict(
+    max_decode_len=STEPS,
+    prefix_lm=True,
+    eos_id=NUM_EMBEDDINGS,
+    vocab_limit=VOCAB,
+    return_logits=True,
+  )
+  # At least as long as the cache (prefix + generated tokens): it hides no key.
+  wide = dataclasses.replace(GEMMA3_CONFIG, sliding_window=CONFIG.max_len, rope_local_theta=None)
+  full = dataclasses.replace(wide, layer_types=None, sliding_window=None)
+  tokens, _, logits = decoding.generate(params, wide, prefixes, lengths, **kwargs)
+  want_tokens, _, want_logits = decoding.generate(params, full, prefixes, lengths, **kwargs)
+  np.testing.assert_array_equal(tokens, want_tokens)
+  np.testing.assert_array_equal(logits, want_logits)
 
 
 def test_prefix_lm_and_pauses_change_the_generation():
@@ -335,11 +413,12 @@ def test_rejects_decoding_past_max_len():
     )
 
 
-def test_scanned_layers_decode_like_unrolled_ones():
-  params = nn.meta.unbox(_params())
-  layers = [params.pop(f'layers_{i}') for i in range(CONFIG.num_layers)]
+@pytest.mark.parametrize('config', [CONFIG, GEMMA3_CONFIG], ids=['gpt2', 'gemma3'])
+def test_scanned_layers_decode_like_unrolled_ones(config):
+  params = nn.meta.unbox(_params(config))
+  layers = [params.pop(f'layers_{i}') for i in range(config.num_layers)]
   params['layers'] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
-  scanned = dataclasses.replace(CONFIG, scan_layers=True, remat_policy='full')
+  scanned = dataclasses.replace(config, scan_layers=True, remat_policy='full')
   prefixes, lengths = _prefixes(4)
   kwargs = dict(
     max_decode_len=STEPS,
@@ -349,6 +428,8 @@ def test_scanned_layers_decode_like_unrolled_ones():
     return_logits=True,
   )
   tokens, _, logits = decoding.generate(params, scanned, prefixes, lengths, **kwargs)
-  want_tokens, _, want_logits = decoding.generate(_params(), CONFIG, prefixes, lengths, **kwargs)
+  want_tokens, _, want_logits = decoding.generate(
+    _params(config), config, prefixes, lengths, **kwargs
+  )
   np.testing.assert_array_equal(tokens, want_tokens)
   np.testing.assert_allclose(logits, want_logits, atol=1e-3, rtol=1e-4)

@@ -336,6 +336,7 @@ def test_random_m_finetune_then_evaluate_at_zero_and_hi(tmp_path):
     metrics = json.loads((folder / eval_results.METRICS_FILE).read_text())
     assert metrics['task'] == task and metrics['num_inference_pauses'] == m_inf
     assert metrics['finetuned_on'] == 'synthetic_qa_pause0to3'
+    assert metrics['causal_pauses'] is True  # read as it was finetuned (issue 26)
     records = [
       json.loads(line) for line in (folder / eval_results.PREDICTIONS_FILE).read_text().splitlines()
     ]

@@ -83,3 +83,54 @@ def test_a_start_token_other_than_0_comes_through_the_shift():
   # seqio starts every segment with BOS, the padding's too (its weight is 0).
   np.testing.assert_array_equal(ex['decoder_input_tokens'], [7, 5, 7, 0, 7])
   np.testing.assert_array_equal(ex['decoder_loss_weights'], [1, 1, 1, 1, 0])
+
+
+def _delay_converter(pack=False, delay_robust=True):
+  return feature_converters.PausePrefixLMFeatureConverter(
+    pause_id=P, pack=pack, causal_pauses=delay_robust, answer_at_every_delay=delay_robust
+  )
+
+
+def test_random_m_rows_teach_the_first_answer_token_after_every_number_of_pauses():
+  """Issue 26: delay-robust rows. The pauses leave the bidirectional block (a pause attends
+  to the prefix and the pauses before it; no prefix token attends to a pause), and the last
+  prefix token and every pause but the last predict the answer's first token (weight 1): the
+  output after k pauses is then what inference with M = k reads, so one example teaches its
+  answer after 0..M pauses. Rows without appended pauses are the paper's rows."""
+  examples = [
+    {'inputs': [8, 9, P, P, P], 'targets': [3, 4, 1]},  # M = 3
+    {'inputs': [8, 9], 'targets': [3, 4, 1]},  # M = 0: nothing changes
+    {'inputs': [P, P, 8, 9], 'targets': [3, 4, 1]},  # prepended: only the mask changes
+  ]
+  lengths = {'inputs': 6, 'targets': 4}
+  three, zero, prepended = _convert(_delay_converter(), examples, lengths)
+  plain = _convert(_delay_converter(delay_robust=False), examples, lengths)
+  np.testing.assert_array_equal(three['decoder_input_tokens'], plain[0]['decoder_input_tokens'])
+  np.testing.assert_array_equal(plain[0]['decoder_target_tokens'], [8, 9, P, P, P, 3, 4, 1, 0, 0])
+  np.testing.assert_array_equal(three['decoder_target_tokens'], [8, 9, 3, 3, 3, 3, 4, 1, 0, 0])
+  np.testing.assert_array_equal(three['decoder_loss_weights'], [0, 0, 1, 1, 1, 1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(plain[0]['decoder_causal_attention'], [1] * 6 + [0] * 4)
+  np.testing.assert_array_equal(three['decoder_causal_attention'], [1] * 3 + [0] * 7)
+  for key in zero:
+    np.testing.assert_array_equal(zero[key], plain[1][key])
+  np.testing.assert_array_equal(
+    prepended['decoder_causal_attention'], [1, 0, 0, 1, 1, 0, 0, 0, 0, 0]
+  )
+  for key in ('decoder_target_tokens', 'decoder_loss_weights'):
+    np.testing.assert_array_equal(prepended[key], plain[2][key])
+
+
+def test_every_delay_targets_stay_inside_each_packed_example():
+  examples = [
+    {'inputs': [8, P, P], 'targets': [3, 1]},
+    {'inputs': [9], 'targets': [4, 1]},
+    {'inputs': [7, P], 'targets': [5, 6, 1]},
+  ]
+  (row,) = _convert(_delay_converter(pack=True), examples, {'inputs': 7, 'targets': 8})
+  np.testing.assert_array_equal(
+    row['decoder_target_tokens'], [8, 3, 3, 3, 1, 9, 4, 1, 7, 5, 5, 6, 1, 0, 0]
+  )
+  np.testing.assert_array_equal(
+    row['decoder_loss_weights'], [0, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 0, 0]
+  )
+  np.testing.assert_array_equal(row['decoder_segment_ids'], [1] * 5 + [2] * 3 + [3] * 5 + [0] * 2)

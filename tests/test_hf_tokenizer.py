@@ -165,3 +165,23 @@ def test_warns_when_the_model_has_fewer_rows_than_the_tokenizer(tmp_path, caplog
     vocabulary = hf_tokenizer.HfTokenizerVocabulary(str(tmp_path))
   assert vocabulary.vocab_size == 400
   assert 'vocab_size (300) is smaller than the tokenizer (400 tokens)' in caplog.text
+
+
+def test_a_relative_tokenizer_path_is_the_folder_it_named_when_made(tmp_path, monkeypatch):
+  """Two folders each hold `model/tokenizer.json`; a vocabulary made from the relative path in
+  one keeps reading that one's file, and one made in the other reads the other's (the loaded
+  tokenizers are cached per process by file path)."""
+  import tokenizers  # pylint: disable=g-import-not-at-top
+
+  sizes = {}
+  for name, words in (('a', 5), ('b', 9)):
+    (tmp_path / name / 'model').mkdir(parents=True)
+    vocab = {f'w{i}': i for i in range(words)}
+    tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token='w0')).save(
+      os.fspath(tmp_path / name / 'model' / 'tokenizer.json')
+    )
+  for name in ('a', 'b'):
+    monkeypatch.chdir(tmp_path / name)
+    sizes[name] = hf_tokenizer.hf_vocabulary('model', eos_token='w1')
+  monkeypatch.chdir(tmp_path)
+  assert sizes['b'].vocab_size - sizes['a'].vocab_size == 4

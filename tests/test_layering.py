@@ -12,6 +12,7 @@ A package may import only itself and the packages after it on its line:
   training       pipeline, tasks, data, model, checkpointing, runtime
   evaluation     pipeline, tasks, data, model, checkpointing, runtime
   grid           data, runtime
+  harness        hf, pipeline, tasks, data, model, checkpointing, runtime
   commands       anything (the modules at the top of pause_lm/: train, evaluate, ...)
 
 `tasks` is the top-level tasks/ folder, installed as pause_lm.tasks. Training never imports
@@ -59,6 +60,7 @@ LAYERS = {
   'training': ('pipeline', 'tasks', 'data', 'model', 'checkpointing', 'runtime'),
   'evaluation': ('pipeline', 'tasks', 'data', 'model', 'checkpointing', 'runtime'),
   'grid': ('data', 'runtime'),
+  'harness': ('hf', 'pipeline', 'tasks', 'data', 'model', 'checkpointing', 'runtime'),
 }
 COMMANDS = 'commands'
 EXEMPT = ('pause_lm/runtime/compat.py',)

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from pause_lm.model.transformer import _within_window
+from pause_lm.model.transformer import attention_mask
 from pause_lm.model.transformer import Decoder, ModelConfig
 
 from conftest import LLAMA_FAMILY
@@ -28,7 +30,30 @@ LLAMA = dict(
   rope_original_max_len=16,
   **LLAMA_FAMILY,
 )
+SLIDING, FULL = 'sliding_attention', 'full_attention'
+# Gemma 3 (Qwen3's q/k norms and head size included): (1 + w) norms before and after attention
+# and the MLP, GeGLU, scaled embeddings, query_pre_attn_scalar, a head size of its own, and a
+# sliding first layer whose window (3) is shorter than the test sequences.
+GEMMA3 = dict(
+  num_kv_heads=1,
+  attention_head_dim=24,
+  norm='gemma_rms_norm',
+  position_embedding='rope',
+  mlp_activation='geglu',
+  qkv_bias=False,
+  dense_bias=False,
+  tie_embeddings=True,
+  qk_norm=True,
+  post_norms=True,
+  scale_embeddings=True,
+  query_pre_attn_scalar=20.0,
+  rope_local_theta=10_000.0,
+  layer_types=(SLIDING, FULL),
+  sliding_window=3,
+)
 FAMILIES = {'gpt2': {}, 'llama': LLAMA}
+# Gemma 3 joins only the tests its own features change the answer of (time: the suite's budget).
+WITH_GEMMA3 = {**FAMILIES, 'gemma3': GEMMA3}
 
 
 def _config_from_gin(path, *bindings):
@@ -76,6 +101,19 @@ def _init(**overrides):
   config = ModelConfig(**{**SMALL, **overrides})
   variables = jax.jit(Decoder(config).init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
   return config, variables['params']
+
+
+@functools.cache
+def _drawn(**overrides):
+  """`_init` for Gemma 3: its parameters drawn from the shapes (boxed with their axis names),
+  N(0, 0.02) as the initialiser's, since compiling its init takes seconds."""
+  config = ModelConfig(**{**SMALL, **overrides})
+  shapes = jax.eval_shape(Decoder(config).init, jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(
+    lambda s: jnp.asarray(rng.normal(0.0, 0.02, s.shape), s.dtype), shapes['params']
+  )
+  return config, params
 
 
 @functools.partial(jax.jit, static_argnames='config')
@@ -246,10 +284,13 @@ def test_scan_and_remat_compute_the_same_function(family, overrides):
   )
 
 
-@pytest.mark.parametrize('family', FAMILIES)
-@pytest.mark.parametrize('scan_layers', [False, True])
+@pytest.mark.parametrize(
+  'family, scan_layers',
+  [(f, s) for f in FAMILIES for s in (False, True)] + [('gemma3', False)],
+)
 def test_every_parameter_has_logical_axis_names(scan_layers, family):
-  config, params = _init(scan_layers=scan_layers, **FAMILIES[family])
+  init = _drawn if family == 'gemma3' else _init
+  config, params = init(scan_layers=scan_layers, **WITH_GEMMA3[family])
   leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
   assert leaves and all(isinstance(leaf, nn.Partitioned) for leaf in leaves)
   known = {None, 'batch', 'length', 'embed', 'heads', 'kv_heads', 'kv', 'mlp', 'vocab', 'layers'}
@@ -325,6 +366,81 @@ def test_smollm_gin_file_has_smollm_135m_parameter_count():
 
 
 @pytest.mark.parametrize(
+  'name, vocab, total',
+  [
+    # transformers' own counts of Qwen3ForCausalLM / Gemma3ForCausalLM at these configs.
+    ('qwen3_0_6b', 151_936, 596_049_920),
+    ('gemma3_270m', 262_144, 268_098_176),
+    ('gemma3_1b', 262_144, 999_885_952),
+  ],
+)
+def test_qwen3_and_gemma3_gin_files_have_their_parameter_counts(name, vocab, total):
+  # Scanned: one layer to trace (the counts are the same, test_table5_parameter_totals).
+  config = _config_from_gin(
+    f'gin/models/{name}.gin', f'NUM_EMBEDDINGS = {vocab}', 'ModelConfig.scan_layers = True'
+  )
+  assert _param_count(config) == total
+  padded = _config_from_gin(f'gin/models/{name}.gin')
+  assert padded.num_embeddings == -(-(vocab + 1) // 128) * 128  # + <pause>, as convert writes
+
+
+def test_flops_count_a_head_size_of_its_own():
+  config = ModelConfig(**{**SMALL, **GEMMA3})
+  d, f, q, kv = 32, 64, 2 * 24, 24
+  matmul = 2 * (2 * d * q + 2 * d * kv + 3 * d * f) + d * NUM_EMBEDDINGS
+  assert config.matmul_params() == matmul
+
+
+def _windowed(window, **overrides):
+  """GEMMA3 with both layers sliding (by window 3 a position sees 2 * 2 tokens back)."""
+  return ModelConfig(
+    **{**SMALL, **GEMMA3, 'layer_types': (SLIDING, SLIDING), 'sliding_window': window, **overrides}
+  )
+
+
+def test_sliding_window_covering_everything_is_exactly_full_attention():
+  _, params = _drawn(**GEMMA3)
+  wide = _windowed(SMALL['max_len'], rope_local_theta=None)
+  full = ModelConfig(**{**SMALL, **GEMMA3, 'layer_types': None, 'rope_local_theta': None})
+  tokens = _tokens(2, 10)
+  causal = jnp.asarray([[1] * 3 + [0] * 7, [1] * 6 + [0] * 4])
+  segments = jnp.asarray([[1] * 4 + [2] * 6] * 2)
+  positions = jnp.asarray([list(range(4)) + list(range(6))] * 2)
+  np.testing.assert_array_equal(
+    _logits(params, wide, tokens, positions, segments, causal),
+    _logits(params, full, tokens, positions, segments, causal),
+  )
+  # Such a window is not applied at all; applied, it would leave every mask as it is.
+  for mask in (None, attention_mask(10, causal), attention_mask(10, causal, segments)):
+    within = _within_window(mask, positions, positions, jnp.asarray(True), window=10)
+    want = attention_mask(10) if mask is None else mask
+    np.testing.assert_array_equal(within, jnp.broadcast_to(want, within.shape))
+    narrower = _within_window(mask, positions, positions, jnp.asarray(True), window=3)
+    assert not np.array_equal(narrower, within)
+
+
+def test_sliding_window_limits_what_each_position_sees():
+  """Two packed segments of 12 (positions restart at 12), each a prefix-LM example with a
+  prefix of 8: within the prefix the window holds both ways, after it causally, and never
+  across the segments."""
+  _, params = _drawn(**GEMMA3)
+  config = _windowed(3)
+  tokens = _tokens(1, 24)
+  causal = jnp.asarray([([1] * 8 + [0] * 4) * 2])
+  segments = jnp.asarray([[1] * 12 + [2] * 12])
+  positions = jnp.asarray([list(range(12)) * 2])
+  base = _logits(params, config, tokens, positions, segments, causal)
+  reach = 2 * (3 - 1)  # two sliding layers, each 2 positions back (and forward in the prefix)
+  for j in (1, 5, 9, 12 + 5):
+    changed = _logits(params, config, _perturbed(tokens, j), positions, segments, causal)
+    seen = np.abs(changed - base).max(axis=(0, 2)) > 1e-6
+    start = 12 * (j // 12)
+    lowest = max(j - reach, start) if j - start < 8 else j
+    want = (np.arange(24) >= lowest) & (np.arange(24) <= min(j + reach, start + 11))
+    np.testing.assert_array_equal(seen, want)
+
+
+@pytest.mark.parametrize(
   'overrides, message',
   [
     (dict(num_kv_heads=3), 'num_kv_heads'),
@@ -333,6 +449,12 @@ def test_smollm_gin_file_has_smollm_135m_parameter_count():
     (dict(mlp_activation='relu'), 'mlp_activation'),
     (dict(position_embedding='alibi'), 'position_embedding'),
     (dict(attention_impl='cudnn_fused'), 'attention_impl'),
+    (dict(mlp_activation='reglu'), 'mlp_activation'),
+    (dict(layer_types=(SLIDING,), sliding_window=4), 'layer_types has 1 entries'),
+    (dict(layer_types=(SLIDING, 'chunked'), sliding_window=4), 'layer_types must hold'),
+    (dict(layer_types=(SLIDING, FULL)), 'sliding_window is None'),
+    (dict(sliding_window=0), 'sliding_window must be a positive'),
+    (dict(attention_head_dim=-8), 'attention_head_dim'),
   ],
 )
 def test_rejects_unknown_family_settings(overrides, message):

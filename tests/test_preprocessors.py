@@ -276,18 +276,28 @@ def _random_m(prefixes, lo, hi, seed, length=None, placement='append', filler=No
   ]
 
 
-def test_random_m_is_uniform_over_lo_to_hi_inclusive():
+@pytest.mark.parametrize('placement', ['append', 'prepend'])
+def test_random_m_draws_lo_to_hi_inclusive(placement):
+  """Prepended pauses: M uniform over lo..hi. Appended pauses (delay-robust finetuning, issue
+  26): M = hi for half of the examples, uniform over lo..hi for the other half."""
   lo, hi, n = 2, 9, 4000
-  out = _random_m([[5, 6, 7]] * n, lo, hi, seed=3)
+  out = _random_m([[5, 6, 7]] * n, lo, hi, seed=3, placement=placement)
   counts = collections.Counter(inputs.count(PAUSE) for inputs, _ in out)
   assert sorted(counts) == list(range(lo, hi + 1))  # Both ends are drawn, nothing outside.
-  # Chi-square against uniform over the 8 values (fixed seed: deterministic, not flaky);
-  # an off-by-one range (hi never drawn, or lo - 1 drawn) fails both checks above.
+  # Chi-square against the expected shares (fixed seed: deterministic, not flaky); an
+  # off-by-one range (hi never drawn, or lo - 1 drawn) fails the check above.
+  size = hi - lo + 1
+  shares = [1 / size] * size if placement == 'prepend' else [0.5 / size] * size
+  if placement == 'append':
+    shares[-1] += 0.5
   observed = [counts[m] for m in range(lo, hi + 1)]
-  assert scipy.stats.chisquare(observed).pvalue > 1e-3
-  assert all(abs(c - n / 8) < 5 * (n / 8) ** 0.5 for c in observed)
-  # The pauses stay after the untouched prefix.
-  assert all(inputs[:3] == [5, 6, 7] and set(inputs[3:]) <= {PAUSE} for inputs, _ in out)
+  expected = [n * share for share in shares]
+  assert scipy.stats.chisquare(observed, expected).pvalue > 1e-3
+  assert all(abs(c - e) < 5 * e**0.5 for c, e in zip(observed, expected))
+  # The pauses stay on their side of the untouched prefix.
+  for inputs, _ in out:
+    prefix = inputs[:3] if placement == 'append' else inputs[len(inputs) - 3 :]
+    assert prefix == [5, 6, 7] and inputs.count(PAUSE) == len(inputs) - 3
 
 
 def test_random_m_is_deterministic_per_seed_and_per_example():

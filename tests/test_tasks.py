@@ -6,8 +6,10 @@ import gin
 import numpy as np
 import pytest
 import seqio
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from pause_lm import tasks
 from pause_lm.pipeline import datasets as data
 from pause_lm.data import synthetic
 from pause_lm.tasks import pretraining
@@ -147,12 +149,20 @@ def test_selection_tasks_answer_their_question_with_random_m(kind):
   vocabulary = data.get_task(task).output_features['targets'].vocabulary
   batch = _batch(task, length=64, batch_size=32, split='validation')
   counts = []
-  for tokens, weights in zip(batch['decoder_target_tokens'], batch['decoder_loss_weights']):
-    prefix = tokens[: np.argmax(weights)]
-    counts.append(int((prefix == info.pause_id).sum()))
-    assert (prefix[len(prefix) - counts[-1] :] == info.pause_id).all()  # Appended.
-    prefix_text = vocabulary.decode(prefix[prefix != info.pause_id].tolist())
-    assert vocabulary.decode(tokens[weights > 0].tolist()) == _selection_answer(prefix_text)
+  rows = zip(
+    batch['decoder_input_tokens'], batch['decoder_target_tokens'], batch['decoder_loss_weights']
+  )
+  for inputs, tokens, weights in rows:
+    # The delay-robust row teaches the first answer token after 0..M pauses (issue 26), so
+    # the first weighted target follows the prefix's last token, and the answer as a whole
+    # follows the last pause.
+    prefix_end = int(np.argmax(weights))
+    counts.append(int((inputs == info.pause_id).sum()))
+    assert (inputs[prefix_end + 1 : prefix_end + 1 + counts[-1]] == info.pause_id).all()
+    prefix_text = vocabulary.decode(tokens[:prefix_end].tolist())
+    answer = tokens[prefix_end + counts[-1] :][weights[prefix_end + counts[-1] :] > 0]
+    assert vocabulary.decode(answer.tolist()) == _selection_answer(prefix_text)
+    assert len(set(tokens[prefix_end : prefix_end + counts[-1] + 1])) == 1  # one answer token
   assert set(counts) <= set(range(7)) and len(set(counts)) >= 4
 
 
@@ -242,3 +252,72 @@ def test_c4_without_prepared_data_says_how_to_prepare(tmp_path):
   finally:
     _reregister_c4(pretraining.vocab_lib.DEFAULT_C4_SPM_PATH)
     gin.clear_config()
+
+
+_EPOCH_EXAMPLES = 220  # a small training split, read for several epochs
+
+
+def _small_split(split, shuffle_files=False, seed=None):
+  del shuffle_files, seed
+  return tf.data.Dataset.from_tensor_slices(
+    {
+      'inputs': [f'letters {i % 7} {i % 5} {i % 3} :' for i in range(_EPOCH_EXAMPLES)],
+      'targets': [str(i % 10) for i in range(_EPOCH_EXAMPLES)],
+    }
+  )
+
+
+def _epoch_task():
+  if 'epochs_first_std' not in tasks.known_names():
+    tasks.register_downstream_task(
+      'epochs_first',
+      seqio.FunctionDataSource(_small_split, splits=('train',)),
+      text_preprocessors=[],
+      vocabulary=synthetic.synthetic_vocabulary(),
+      target_length=4,
+    )
+  return 'epochs_first_pause0to10'
+
+
+def _pauses_per_example(task, seed, epochs):
+  pause_id = data.task_info(task).pause_id
+  dataset = data.get_task(task).get_dataset(
+    {'inputs': 28, 'targets': 4}, 'train', shuffle=False, num_epochs=epochs, seed=seed
+  )
+  counts = [int((ex['inputs'] == pause_id).sum()) for ex in dataset.as_numpy_iterator()]
+  return np.array(counts).reshape(epochs, _EPOCH_EXAMPLES)
+
+
+def test_random_m_is_drawn_anew_each_time_an_example_comes_back():
+  """A small split is read for several epochs; each epoch draws every example's M again
+  (issue 26 asked): two epochs agree on an example's M about as often as two independent
+  draws do (0.32 for half at 10 and half uniform over 0..10), each epoch draws every M of
+  0..10, and the draws are the same for the same seed."""
+  task = _epoch_task()
+  counts = _pauses_per_example(task, seed=3, epochs=2)
+  for epoch in counts:
+    assert set(np.unique(epoch)) == set(range(11))
+  same = (counts[0] == counts[1]).mean()
+  assert same < 0.45, f'{same:.0%} of examples kept their M from epoch 1 to epoch 2'
+  np.testing.assert_array_equal(_pauses_per_example(task, seed=3, epochs=2), counts)
+  assert not np.array_equal(_pauses_per_example(task, seed=4, epochs=2), counts)
+
+
+def test_random_m_input_position_resumes_exactly_after_an_epoch(tmp_path):
+  """The redrawn M's are part of the saved input position: a restore in the second epoch gives
+  exactly the batches (pauses included) that the uninterrupted run gave."""
+  task = _epoch_task()
+
+  def iterator():
+    dataset = data.get_dataset(task, 'train', sequence_length=32, batch_size=8, seed=0)
+    return data.TaskIterator(dataset, task, 'train')
+
+  first = iterator()
+  for _ in range(_EPOCH_EXAMPLES // 8 + 3):  # into the second epoch
+    next(first)
+  first.save(tmp_path / 'position')
+  expected = [next(first)['decoder_input_tokens'] for _ in range(4)]
+  resumed = iterator()
+  resumed.restore(tmp_path / 'position')
+  for batch in expected:
+    np.testing.assert_array_equal(next(resumed)['decoder_input_tokens'], batch)

@@ -54,5 +54,78 @@ class PauseLMFeatureConverter(_PauseMaskMixin, seqio.LMFeatureConverter):
   """Decoder-only LM features for (pause-)pretraining."""
 
 
+def outside_the_prefix_block(features, pause_id: int):
+  """Takes every pause out of the prefix-LM's bidirectional block: a pause attends only to
+  what comes before it and is attended only by what comes after it. Appended pauses then see
+  the whole prefix and the pauses before them, and no prefix token sees them: the prefix is
+  read the same way whatever the number of pauses after it, and the output after k pauses is
+  exactly what an example with M = k computes there.
+  """
+  features = dict(features)
+  attention = features['decoder_causal_attention']
+  not_pause = tf.not_equal(features['decoder_input_tokens'], pause_id)
+  features['decoder_causal_attention'] = attention * tf.cast(not_pause, attention.dtype)
+  return features
+
+
+def teach_answer_at_every_delay(features, pause_id: int):
+  """Makes the first answer token the target at every delay before it, with loss weight 1.
+
+  In a converted prefix-LM row the targets of the last prefix token and of every pause but
+  the last are the pauses after them, which the loss skips, so an example with M pauses
+  teaches its answer after exactly M pauses. Here every position of a run of pause targets
+  that ends where an answer starts (the first weighted target of its example) takes that
+  answer's first token instead. With the pauses outside the bidirectional block
+  (`outside_the_prefix_block`), the output at each of those positions is the one inference
+  reads after that many pauses, so each example teaches its first token after 0, 1, ..., M
+  pauses at once. Pauses elsewhere (prepended ones, whose run ends at the prefix's first
+  token) keep their skipped targets, and the tokens after the first are taught as before.
+  Works on packed rows: a run never crosses an example.
+  """
+  targets, weights = features['decoder_target_tokens'], features['decoder_loss_weights']
+  length = tf.shape(targets)[0]
+  is_pause = tf.equal(targets, pause_id)
+  not_pause = tf.logical_not(is_pause)
+  # Position i's next target that is not a pause: the (number of such before i)-th of them.
+  real_positions = tf.concat([tf.cast(tf.where(not_pause)[:, 0], tf.int32), [length]], 0)
+  before = tf.cumsum(tf.cast(not_pause, tf.int32), exclusive=True)
+  next_real = tf.gather(real_positions, before)
+  weighted = weights > 0
+  previous_weighted = tf.concat([[False], weighted[:-1]], 0)
+  if 'decoder_segment_ids' in features:
+    segments = features['decoder_segment_ids']
+    previous_weighted &= tf.equal(segments, tf.concat([[0], segments[:-1]], 0))
+  answer_starts = tf.concat([weighted & ~previous_weighted, [False]], 0)
+  delay = is_pause & tf.gather(answer_starts, next_real)
+  answers = tf.gather(tf.concat([targets, [0]], 0), next_real)
+  features = dict(features)
+  features['decoder_target_tokens'] = tf.where(delay, answers, targets)
+  features['decoder_loss_weights'] = tf.where(delay, tf.ones_like(weights), weights)
+  return features
+
+
 class PausePrefixLMFeatureConverter(_PauseMaskMixin, seqio.PrefixLMFeatureConverter):
-  """Prefix-LM features for finetuning: bidirectional over the prefix and its pauses."""
+  """Prefix-LM features for finetuning: bidirectional over the prefix and its pauses.
+
+  Delay-robust finetuning (random-M variants, `_pause{lo}to{hi}`; issue 26) changes two
+  things, each a flag: `causal_pauses` takes the pauses out of the bidirectional block
+  (`outside_the_prefix_block`; inference on such a model must do the same, as
+  `decoding.generate(..., causal_pause_id=...)` does), and `answer_at_every_delay` teaches
+  the first answer token after every number of pauses up to the example's
+  (`teach_answer_at_every_delay`; training rows only, never rows that are scored).
+  """
+
+  def __init__(
+    self, *args, causal_pauses: bool = False, answer_at_every_delay: bool = False, **kwargs
+  ):
+    self._causal_pauses = causal_pauses
+    self._answer_at_every_delay = answer_at_every_delay
+    super().__init__(*args, **kwargs)
+
+  def _convert_example(self, features):
+    converted = super()._convert_example(features)
+    if self._causal_pauses:
+      converted = outside_the_prefix_block(converted, self.pause_id)
+    if self._answer_at_every_delay:
+      converted = teach_answer_at_every_delay(converted, self.pause_id)
+    return converted

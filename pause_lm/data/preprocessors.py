@@ -215,11 +215,27 @@ def _delay_token(output_features, key: str, filler) -> int:
   return ids[0]
 
 
-def num_pauses_of(seed: tf.Tensor, num_pauses: int, max_pauses: int) -> tf.Tensor:
-  """The M of one example, uniform over num_pauses..max_pauses (inclusive), from its seed."""
-  return tf.random.stateless_uniform(
-    [], seed=seed, minval=num_pauses, maxval=max_pauses + 1, dtype=tf.int32
-  )
+def num_pauses_of(
+  seed: tf.Tensor, num_pauses: int, max_pauses: int, half_at_largest: bool = False
+) -> tf.Tensor:
+  """The M of one example, from its seed: uniform over num_pauses..max_pauses (inclusive), or
+  with `half_at_largest` max_pauses for half of the examples and uniform for the other half.
+
+  Half at the largest is what delay-robust finetuning draws (appended pauses, issue 26): its
+  rows teach the first answer token after every number of pauses up to the example's M
+  (`feature_converters.teach_answer_at_every_delay`), so an example with M = max_pauses
+  teaches every delay of the range at once, while under a uniform M the largest delay was
+  taught by 1 example in (max - min + 1). The uniform half teaches the rest of the answer
+  after every delay. One draw either way: u uniform over 2 x the range, M = num_pauses + u
+  while u is in the range, else max_pauses.
+  """
+  size = max_pauses - num_pauses + 1
+  if not half_at_largest:
+    return tf.random.stateless_uniform(
+      [], seed=seed, minval=num_pauses, maxval=max_pauses + 1, dtype=tf.int32
+    )
+  u = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=2 * size, dtype=tf.int32)
+  return tf.where(u < size, num_pauses + u, tf.constant(max_pauses, tf.int32))
 
 
 def append_pauses(
@@ -240,9 +256,11 @@ def append_pauses(
   default: the question usually sits there), never the pauses, and `inputs_pause_truncated`
   records how many tokens were cut.
 
-  With a random M (`variant.max_pauses`), each example gets its own M, drawn uniformly from
+  With a random M (`variant.max_pauses`), each example gets its own M from
   num_pauses..max_pauses (inclusive) with seqio's per-example seeds, so the draw is the same
-  for the same dataset seed, on every host. Trained on, this teaches one model every delay in
+  for the same dataset seed, on every host: for appended pauses max_pauses for half of the
+  examples and uniform for the rest (`num_pauses_of`: delay-robust finetuning), uniform for
+  prepended pauses and fillers. Trained on, this teaches one model every delay in
   the range, so that inference at a fixed M_inf below the largest does not meet an unseen
   input shape (the zero-pause collapse of Section 5.2). The prefix is cut to make room for the
   M drawn, not for max_pauses: an example with M = m is exactly the fixed-M variant's example
@@ -281,7 +299,13 @@ def append_pauses(
   count = (
     f'{num_pauses}'
     if max_pauses is None
-    else f'from {num_pauses} to {max_pauses} (uniform per example)'
+    else f'from {num_pauses} to {max_pauses} per example ('
+    + (
+      'half at the largest, half uniform'
+      if variant.kind == 'pause' and placement == 'append'
+      else 'uniform'
+    )
+    + ')'
   )
   logging.info(
     'Adding %s %s tokens (%s) to %r; prefixes longer than %s tokens minus the '
@@ -299,9 +323,12 @@ def append_pauses(
       num_parallel_calls=tf.data.AUTOTUNE,
     )
 
+  # Delay-robust finetuning (appended pauses: issue 26) draws half of the examples at max.
+  half_at_largest = variant.kind == 'pause' and placement == 'append'
+
   @seqio.map_over_dataset(num_seeds=1)
   def add_random(features, seed):
-    return add(features, num_pauses_of(seed, num_pauses, max_pauses))
+    return add(features, num_pauses_of(seed, num_pauses, max_pauses, half_at_largest))
 
   return add_random(dataset)
 

@@ -4,7 +4,8 @@ A downstream task's variant says how many delay tokens go where, and its name sa
 
   {base}_std                       no pauses (StdFT)
   {base}_pause{M}[_prepend]        M pauses after (or before) the prefix (PauseFT)
-  {base}_pause{lo}to{hi}[_prepend] M drawn uniformly from lo..hi (inclusive) per example
+  {base}_pause{lo}to{hi}[_prepend] M drawn from lo..hi (inclusive) per example (appended: hi
+                                   for half of them; see preprocessors.num_pauses_of)
   {base}_filler{M}, _filler{lo}to{hi}  '.' fillers instead of pauses (Lanham et al.)
 
 An experiment grid names its finetuning folders after the same variant (`stdft`, `pauseft10`,

@@ -18,6 +18,7 @@ rows share its batch: results are identical across batch sizes.
 """
 
 from collections.abc import Callable, Mapping
+import dataclasses
 import functools
 import math
 from typing import Any
@@ -73,6 +74,7 @@ class TaskEvaluator:
     num_examples: int | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    causal_pauses: bool = False,
   ):
     """Caches the task's examples (seqio.Evaluator) and sizes the programs.
 
@@ -86,8 +88,12 @@ class TaskEvaluator:
         scoring tasks); None for all.
       batch_size: Rows per model call; does not change any result.
       progress: Show a progress bar.
+      causal_pauses: The model was finetuned delay-robustly (on a random-M variant): its
+        pauses are outside the prefix-LM block, in decoding and scoring as in its training
+        rows (`data.is_random_pause_variant` of the task it was finetuned on).
     """
     self.task = task
+    self.causal_pauses = causal_pauses
     self.config = config
     self.info = data_lib.task_info(task)
     self.scoring = self.info.scoring
@@ -105,7 +111,8 @@ class TaskEvaluator:
       rows = self._candidate_rows(split, num_examples)
     self._evaluator = seqio.Evaluator(
       task,
-      data_lib.feature_converter(self.info),
+      # Scored rows as they are: never the training rows' extra answer targets.
+      data_lib.feature_converter(dataclasses.replace(self.info, random_pauses=False)),
       eval_split=split,
       sequence_length=self.lengths,
       num_examples=rows,
@@ -200,6 +207,7 @@ class TaskEvaluator:
           eos_id=self.info.eos_id,
           # The pause and the alignment rows follow the tokenizer's ids: never produce them.
           vocab_limit=self.info.pause_id,
+          causal_pause_id=self._causal_pause_id,
         ).tokens
         # Fixed-width rows, 0 after EOS, as T5X returns them (seqio builds one array of all
         # of them, and its vocabulary's decode stops at EOS).
@@ -216,6 +224,10 @@ class TaskEvaluator:
       del model_feature_shapes
       results = []
       for indices, features, real in self._batches(dataset):
+        if self._causal_pause_id is not None:
+          features = dict(features)
+          not_pause = features['decoder_input_tokens'] != self._causal_pause_id
+          features['decoder_causal_attention'] = features['decoder_causal_attention'] * not_pause
         sums, _ = decoding.score(
           params, self.config, {k: jnp.asarray(v) for k, v in features.items()}
         )
@@ -224,6 +236,10 @@ class TaskEvaluator:
       return results
 
     return score
+
+  @property
+  def _causal_pause_id(self) -> int | None:
+    return self.info.pause_id if self.causal_pauses and self.info.prefix_lm else None
 
   def __call__(self, params, step: int | None = None) -> eval_results.EvalResult:
     return self.evaluate_with(self.predict_fn(params), self.score_fn(params), step)
@@ -379,6 +395,7 @@ def evaluate(
     checkpoint_path, read
   )
   run_info = step_folder.read_run_info(step_dir)
+  causal_pauses = data_lib.is_random_pause_variant(run_info.get('task'))
   evaluator = TaskEvaluator(
     name,
     config,
@@ -386,6 +403,7 @@ def evaluate(
     split=split,
     num_examples=num_examples,
     batch_size=batch_size,
+    causal_pauses=causal_pauses,
   )
   with jax.set_mesh(mesh):
     result = evaluator(params, step=int(step_dir.name))
@@ -398,6 +416,7 @@ def evaluate(
       'checkpoint': str(step_dir),
       'step': int(step_dir.name),
       'finetuned_on': run_info.get('task'),
+      'causal_pauses': causal_pauses,
       'split': split,
       'sequence_length': sequence_length,
     },
@@ -454,6 +473,7 @@ def periodic_evaluator(
     num_examples=num_examples,
     batch_size=batch_size,
     progress=False,
+    causal_pauses=data_lib.is_random_pause_variant(task),
   )
 
   def run(params, step: int) -> dict[str, float]:

@@ -62,7 +62,8 @@ class Grid:
     eval_bindings: Gin macro values for every evaluation (e.g. NUM_EXAMPLES).
     num_pauses: The finetuning M of PauseFT (the paper: 10 and 50).
     random_pauses: (lo, hi) ranges of delay-robust PauseFT, `PauseFT(lo..hi)`: every
-      finetuning example gets its own M, uniform over lo..hi (beyond the paper).
+      finetuning example gets its own M from lo..hi (hi for half of them, uniform for the
+      rest), taught after every delay up to it (beyond the paper; issue 26).
     inference_pauses: Other inference-time M evaluated for every appended-pause run
       (Section 5.2); its own M (for a range, hi) is always evaluated.
     num_seeds: Finetuning seeds per setting (the paper: 5); seed s sets `train.seed`, which

@@ -1,4 +1,5 @@
-"""Hugging Face checkpoints in and out: GPT-2, Llama, Mistral and Qwen2 `config.json` + safetensors.
+"""Hugging Face checkpoints in and out: GPT-2, Llama, Mistral, Qwen2, Qwen3 and Gemma 3 (text)
+`config.json` + safetensors.
 
   config, params = pause_lm.hf.models.from_pretrained('path/to/hf_dir')
   logits = Decoder(config).apply({'params': params}, ids)  # [:, :, :vocab_size] = transformers'
@@ -27,6 +28,10 @@ named. Each tensor's values are checked finite as it is read. Every error is an
 a temporary folder beside the target and moved into place only when complete, and never over
 another model unless asked to (`overwrite`).
 
+A config field the decoder cannot honour (a RoPE type, logit softcapping, bidirectional
+attention, an activation of another kind) is refused with the reason, never dropped: the model
+would load and compute something else than the checkpoint was trained as.
+
 Tensors are read and written one at a time (safetensors is memory-mapped), so converting never
 needs two copies of the model in memory. torch and transformers are not needed.
 """
@@ -53,8 +58,10 @@ INDEX_FILE = 'model.safetensors.index.json'
 SINGLE_FILE = 'model.safetensors'
 PAUSE_ID_KEY = 'pause_token_id'
 TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
-_LLAMA_FAMILY = ('llama', 'mistral', 'qwen2')
-SUPPORTED = ('gpt2',) + _LLAMA_FAMILY
+_LLAMA_FAMILY = ('llama', 'mistral', 'qwen2', 'qwen3')
+GEMMA3 = 'gemma3_text'  # Gemma3ForCausalLM; 'gemma3' is the multimodal model
+SUPPORTED = ('gpt2',) + _LLAMA_FAMILY + (GEMMA3,)
+_LAYER_TYPES = ('full_attention', 'sliding_attention')
 _GPT2_BUFFERS = ('.attn.bias', '.attn.masked_bias')  # causal-mask buffers in old GPT-2 files
 # The safetensors dtypes read (and upcast to float32); integer, bool and 8-bit float tensors are
 # quantized or not weights at all, and casting them would silently give a different model.
@@ -73,6 +80,7 @@ _REQUIRED_SIZES = {
 }
 _OPTIONAL_SIZES = ('n_inner', 'num_key_value_heads', 'head_dim', 'sliding_window')
 _EPSILONS = ('layer_norm_epsilon', 'rms_norm_eps')
+_OPTIONAL_NUMBERS = ('query_pre_attn_scalar', 'rope_theta', 'rope_local_base_freq')
 # What makes a folder hold a Hugging Face model: an export refuses to mix its files with these,
 # and `overwrite` removes them first (stale shards or an old index would otherwise be read
 # under the new config.json, a stale tokenizer under the new pause id).
@@ -162,6 +170,17 @@ def _check_config(hf: dict[str, Any]) -> None:
   for key in _EPSILONS:
     if key in hf and not _is_positive_number(hf[key]):
       problems.append(f'{key}={hf[key]!r} is not a positive number')
+  for key in _OPTIONAL_NUMBERS:
+    if hf.get(key) is not None and not _is_positive_number(hf[key]):
+      problems.append(f'{key}={hf[key]!r} is not a positive number')
+  if hf.get('layer_types') is not None:
+    types = hf['layer_types']
+    if not isinstance(types, list) or any(t not in _LAYER_TYPES for t in types):
+      problems.append(f'layer_types={types!r} is not a list of {" or ".join(_LAYER_TYPES)}')
+    elif _is_size(hf.get('num_hidden_layers')) and len(types) != hf['num_hidden_layers']:
+      problems.append(
+        f'layer_types has {len(types)} entries for num_hidden_layers={hf["num_hidden_layers"]}'
+      )
   if 'tie_word_embeddings' in hf and not isinstance(hf['tie_word_embeddings'], bool):
     problems.append(f'tie_word_embeddings={hf["tie_word_embeddings"]!r} is not true or false')
   pause = hf.get(PAUSE_ID_KEY)
@@ -174,9 +193,15 @@ def _check_config(hf: dict[str, Any]) -> None:
     raise HfCheckpointError('; '.join(problems) + f'. Fix config.json, or {_REDOWNLOAD}.')
 
 
-def _rope_settings(hf: dict[str, Any]) -> dict[str, Any]:
-  """RoPE fields from transformers 4 (`rope_theta`, `rope_scaling`) or 5 (`rope_parameters`)."""
-  params = hf.get('rope_parameters') or hf.get('rope_scaling') or {}
+def _rope_settings(
+  hf: dict[str, Any], params: dict[str, Any] | None = None, default_theta: float = 10_000.0
+) -> dict[str, Any]:
+  """RoPE fields from transformers 4 (`rope_theta`, `rope_scaling`) or 5 (`rope_parameters`).
+
+  `params` is the RoPE object to read when the caller picked it (Gemma 3's per-layer-type ones).
+  """
+  if params is None:
+    params = hf.get('rope_parameters') or hf.get('rope_scaling') or {}
   if not isinstance(params, dict):
     raise HfCheckpointError(f'rope_scaling={params!r} is not an object of RoPE settings.')
   kind = params.get('rope_type', params.get('type', 'default'))
@@ -187,7 +212,7 @@ def _rope_settings(hf: dict[str, Any]) -> dict[str, Any]:
       raise HfCheckpointError(f'RoPE type {kind!r} needs a positive {key}, not {value!r}.')
     return value
 
-  theta = float(number('rope_theta', params if 'rope_theta' in params else hf, 10_000.0))
+  theta = float(number('rope_theta', params if 'rope_theta' in params else hf, default_theta))
   if kind == 'default':
     return dict(rope_theta=theta, rope_scaling=None)
   if kind == 'linear':
@@ -228,13 +253,115 @@ def num_embeddings(hf: dict[str, Any]) -> int:
   )
 
 
+def _layer_types(hf: dict[str, Any], window: int | None, default_pattern: int | None):
+  """(layer_types, sliding_window) for ModelConfig: HF's `layer_types`, or Gemma 3's older
+  `sliding_window_pattern` (every pattern-th layer global), or Qwen3's `max_window_layers`."""
+  layers = hf['num_hidden_layers']
+  if window is None:
+    return None, None
+  types = hf.get('layer_types')
+  if types is None and default_pattern is not None:
+    pattern = hf.get('sliding_window_pattern', hf.get('_sliding_window_pattern', default_pattern))
+    if not _is_size(pattern):
+      raise HfCheckpointError(f'sliding_window_pattern={pattern!r} is not a positive integer.')
+    types = ['sliding_attention' if (i + 1) % pattern else 'full_attention' for i in range(layers)]
+  elif types is None:  # Qwen3: the layers from max_window_layers on slide
+    first = hf.get('max_window_layers', 28)
+    if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+      raise HfCheckpointError(f'max_window_layers={first!r} is not a non-negative integer.')
+    types = ['sliding_attention' if i >= first else 'full_attention' for i in range(layers)]
+  if 'sliding_attention' not in types:
+    return None, None
+  return tuple(types), window
+
+
+def _refuse_set(hf: dict[str, Any], keys: tuple[str, ...], why: str) -> None:
+  for key in keys:
+    if hf.get(key) not in (None, False):
+      raise HfCheckpointError(f'{key}={hf[key]!r} is not supported ({why}).')
+
+
+def _gemma3_fields(hf: dict[str, Any]) -> dict[str, Any]:
+  """Gemma3ForCausalLM's config.json as ModelConfig fields (HF's defaults where a key is absent)."""
+  activation = hf.get('hidden_activation', hf.get('hidden_act', 'gelu_pytorch_tanh'))
+  if activation != 'gelu_pytorch_tanh':
+    raise HfCheckpointError(
+      f'hidden_activation={activation!r} is not supported (only gelu_pytorch_tanh): the MLP is '
+      'GeGLU with the tanh-approximate GELU.'
+    )
+  _require(
+    hf, 'attention_bias', False, 'Gemma 3 checkpoints with q/k/v/o biases are not supported.'
+  )
+  _refuse_set(
+    hf,
+    ('attn_logit_softcapping', 'final_logit_softcapping'),
+    'the decoder has no logit softcapping; Gemma 3 itself sets them null',
+  )
+  _refuse_set(
+    hf, ('use_bidirectional_attention',), 'the decoder is causal (prefix-LM aside), not an encoder'
+  )
+  heads, emb = hf['num_attention_heads'], hf['hidden_size']
+  head_dim = hf.get('head_dim') or 256
+  rope = hf.get('rope_parameters')
+  if isinstance(rope, dict) and ('full_attention' in rope or 'sliding_attention' in rope):
+    full = rope.get('full_attention') or {}
+    local = rope.get('sliding_attention') or {}
+  else:  # transformers 4: rope_theta, rope_local_base_freq and rope_scaling (global layers)
+    full = {**(hf.get('rope_scaling') or {}), 'rope_theta': hf.get('rope_theta', 1_000_000.0)}
+    local = {'rope_theta': hf.get('rope_local_base_freq', 10_000.0)}
+  if not isinstance(full, dict) or not isinstance(local, dict):
+    raise HfCheckpointError(f'rope_parameters={rope!r} is not an object of RoPE settings.')
+  local_settings = _rope_settings(hf, local, 10_000.0)
+  if local_settings['rope_scaling'] is not None:
+    raise HfCheckpointError(
+      f'RoPE scaling on the sliding layers ({local!r}) is not supported: their RoPE is unscaled.'
+    )
+  window = hf.get('sliding_window', 4096)
+  layer_types, window = _layer_types(hf, window, default_pattern=6)
+  scalar = hf.get('query_pre_attn_scalar', 256)
+  return dict(
+    num_layers=hf['num_hidden_layers'],
+    num_heads=heads,
+    num_kv_heads=hf.get('num_key_value_heads') or heads,
+    emb_dim=emb,
+    attention_head_dim=None if head_dim * heads == emb else head_dim,
+    mlp_dim=hf['intermediate_size'],
+    max_len=hf['max_position_embeddings'],
+    norm='gemma_rms_norm',
+    norm_epsilon=hf.get('rms_norm_eps', 1e-6),
+    position_embedding='rope',
+    mlp_activation='geglu',
+    qkv_bias=False,
+    dense_bias=False,
+    tie_embeddings=hf.get('tie_word_embeddings', True),
+    qk_norm=True,
+    post_norms=True,
+    scale_embeddings=True,
+    query_pre_attn_scalar=float(scalar),
+    layer_types=layer_types,
+    sliding_window=window,
+    rope_local_theta=local_settings['rope_theta'] if layer_types else None,
+    **_rope_settings(hf, full, 1_000_000.0),
+  )
+
+
 def model_config(hf: dict[str, Any], **overrides) -> ModelConfig:
   """The ModelConfig of a Hugging Face config dict; overrides (dtype, remat, ...) win."""
   model_type = hf.get('model_type')
   if model_type not in SUPPORTED:
-    raise HfCheckpointError(f'model_type {model_type!r} is not supported; supported: {SUPPORTED}.')
+    hint = ''
+    if model_type == 'gemma3':
+      hint = (
+        ' (Gemma3ForConditionalGeneration, the multimodal model; its text model is read as '
+        f'{GEMMA3!r}: Gemma3ForCausalLM checkpoints such as gemma-3-270m and gemma-3-1b)'
+      )
+    raise HfCheckpointError(
+      f'model_type {model_type!r} is not supported{hint}; supported: {SUPPORTED}.'
+    )
   _check_config(hf)
-  if model_type == 'gpt2':
+  if model_type == GEMMA3:
+    fields = _gemma3_fields(hf)
+  elif model_type == 'gpt2':
     if hf.get('activation_function', 'gelu_new') not in ('gelu_new', 'gelu_pytorch_tanh'):
       raise HfCheckpointError(
         f'GPT-2 activation_function {hf["activation_function"]!r} is not '
@@ -254,7 +381,9 @@ def model_config(hf: dict[str, Any], **overrides) -> ModelConfig:
   else:
     _require(hf, 'hidden_act', 'silu', 'the MLP is SwiGLU (silu gate).')
     heads, emb = hf['num_attention_heads'], hf['hidden_size']
-    if hf.get('head_dim') not in (None, emb // heads):
+    qwen3 = model_type == 'qwen3'
+    head_dim = hf.get('head_dim') or (128 if qwen3 else emb // heads)  # HF's defaults
+    if head_dim != emb // heads and not qwen3:
       raise HfCheckpointError(
         f'head_dim={hf["head_dim"]} differs from hidden_size / '
         f'num_attention_heads = {emb // heads}; not supported.'
@@ -263,7 +392,18 @@ def model_config(hf: dict[str, Any], **overrides) -> ModelConfig:
       _require(hf, key, False, 'Llama checkpoints with output/MLP biases are not supported.')
     max_len = hf['max_position_embeddings']
     window = hf.get('sliding_window')
-    if window and (model_type == 'mistral' or hf.get('use_sliding_window')):
+    extra = {}
+    if qwen3:  # Sliding layers as HF builds them: only with use_sliding_window.
+      layer_types, window = _layer_types(
+        hf, window if hf.get('use_sliding_window') else None, default_pattern=None
+      )
+      extra = dict(
+        attention_head_dim=None if head_dim * heads == emb else head_dim,
+        qk_norm=True,
+        layer_types=layer_types,
+        sliding_window=window,
+      )
+    elif window and (model_type == 'mistral' or hf.get('use_sliding_window')):
       # Full attention equals sliding-window attention on sequences no longer than the window.
       max_len = min(max_len, window)
     fields = dict(
@@ -281,6 +421,7 @@ def model_config(hf: dict[str, Any], **overrides) -> ModelConfig:
       dense_bias=False,
       tie_embeddings=hf.get('tie_word_embeddings', False),
       **_rope_settings(hf),
+      **extra,
     )
   try:
     return ModelConfig(num_embeddings=num_embeddings(hf), **{**fields, **overrides})
@@ -474,6 +615,8 @@ _LLAMA = _NameMap(
     _Tensor('self_attn.v_proj.weight', ('attention/value/kernel',), 'dkh', rows=1, transpose=True),
     _Tensor('self_attn.v_proj.bias', ('attention/value/bias',), 'kh', when='qkv_bias'),
     _Tensor('self_attn.o_proj.weight', ('attention/out/kernel',), 'nhd', rows=2, transpose=True),
+    _Tensor('self_attn.q_norm.weight', ('attention/query_norm/scale',), 'h', when='qk_norm'),
+    _Tensor('self_attn.k_norm.weight', ('attention/key_norm/scale',), 'h', when='qk_norm'),
     _Tensor('input_layernorm.weight', ('pre_attention_norm/scale',), 'd'),
     _Tensor('post_attention_layernorm.weight', ('pre_mlp_norm/scale',), 'd'),
     _Tensor('mlp.gate_proj.weight', ('mlp/wi_0/kernel',), 'df', rows=1, transpose=True),
@@ -482,6 +625,17 @@ _LLAMA = _NameMap(
   ),
   after=(_Tensor('model.norm.weight', ('final_norm/scale',), 'd'),),
 )
+# Gemma 3's layer: Llama's projections, q/k norms, and four norms, of which the one HF calls
+# post_attention_layernorm is after attention (Llama's of that name is before the MLP).
+_GEMMA3_MAP = _LLAMA._replace(
+  layer=(
+    *(t for t in _LLAMA.layer if 'layernorm' not in t.hf and t.when != 'qkv_bias'),
+    _Tensor('input_layernorm.weight', ('pre_attention_norm/scale',), 'd'),
+    _Tensor('post_attention_layernorm.weight', ('post_attention_norm/scale',), 'd'),
+    _Tensor('pre_feedforward_layernorm.weight', ('pre_mlp_norm/scale',), 'd'),
+    _Tensor('post_feedforward_layernorm.weight', ('post_mlp_norm/scale',), 'd'),
+  )
+)
 # Every family's untied output head, outside the export prefix.
 _LM_HEAD = _Tensor(
   'lm_head.weight', ('logits/kernel',), 'dv', rows=1, transpose=True, vocab_rows=True
@@ -489,7 +643,7 @@ _LM_HEAD = _Tensor(
 
 
 def _name_map(family: str) -> _NameMap:
-  return _GPT2 if family == 'gpt2' else _LLAMA
+  return {'gpt2': _GPT2, GEMMA3: _GEMMA3_MAP}.get(family, _LLAMA)
 
 
 def _dims(config: ModelConfig) -> dict[str, int]:
@@ -671,8 +825,8 @@ def from_pretrained(hf_dir: str, **overrides) -> tuple[ModelConfig, dict[str, An
 
   Args:
     hf_dir: folder with config.json and model.safetensors (or sharded files with
-      model.safetensors.index.json) of a GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM
-      or Qwen2ForCausalLM.
+      model.safetensors.index.json) of a GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM,
+      Qwen2ForCausalLM, Qwen3ForCausalLM or Gemma3ForCausalLM.
     **overrides: ModelConfig fields to set (dtype, remat_policy, scan_layers, ...). With
       scan_layers=True the layers come stacked, as nn.scan stores them.
 
@@ -709,26 +863,56 @@ def from_pretrained(hf_dir: str, **overrides) -> tuple[ModelConfig, dict[str, An
 # --- Export ------------------------------------------------------------------------------------
 
 
+# ModelConfig fields beyond the Llama family's, at their "off" values: only Qwen3 (qk_norm,
+# attention_head_dim, sliding layers) and Gemma 3 (all of them) hold other values.
+_GEMMA_ONLY = dict(
+  post_norms=False, scale_embeddings=False, query_pre_attn_scalar=None, rope_local_theta=None
+)
+
+
 def _family(config: ModelConfig, base_type: str | None) -> str:
+  gemma_only = {key: getattr(config, key) for key in _GEMMA_ONLY}
   if (
     (config.position_embedding, config.norm, config.mlp_activation)
     == ('learned', 'layer_norm', 'gelu')
     and config.qkv_bias
     and config.dense_bias
+    and not config.qk_norm
+    and config.attention_head_dim is None
+    and not config.has_sliding_layers
+    and gemma_only == _GEMMA_ONLY
   ):
     return 'gpt2'
-  if (config.position_embedding, config.norm, config.mlp_activation) == (
+  rope_rms_swiglu = (config.position_embedding, config.norm, config.mlp_activation) == (
     'rope',
     'rms_norm',
     'swiglu',
-  ) and not config.dense_bias:
-    if config.qkv_bias:
+  )
+  if rope_rms_swiglu and not config.dense_bias and gemma_only == _GEMMA_ONLY:
+    if config.qk_norm or config.attention_head_dim is not None or config.has_sliding_layers:
+      if not config.qkv_bias:
+        return 'qwen3'
+    elif config.qkv_bias:
       return 'qwen2'
-    return 'mistral' if base_type == 'mistral' else 'llama'
+    else:
+      return 'mistral' if base_type == 'mistral' else 'llama'
+  if (
+    (config.position_embedding, config.norm, config.mlp_activation)
+    == ('rope', 'gemma_rms_norm', 'geglu')
+    and not config.dense_bias
+    and not config.qkv_bias
+    and config.qk_norm
+    and config.post_norms
+    and config.scale_embeddings
+    and config.rope_scaling != 'llama3'
+  ):
+    return GEMMA3
   raise ValueError(
     f'No Hugging Face architecture matches this ModelConfig ({config}): export '
-    'needs the GPT-2 defaults or the Llama family (rope, rms_norm, swiglu, no '
-    'output/MLP biases; q/k/v biases make it Qwen2).'
+    'needs the GPT-2 defaults, the Llama family (rope, rms_norm, swiglu, no '
+    'output/MLP biases; q/k/v biases make it Qwen2; q/k norms, a head size of its own or '
+    'sliding layers make it Qwen3, without q/k/v biases), or Gemma 3 (rope, gemma_rms_norm, '
+    'geglu, qk_norm, post_norms, scale_embeddings, no biases).'
   )
 
 
@@ -737,6 +921,8 @@ _ARCHITECTURES = {
   'llama': 'LlamaForCausalLM',
   'mistral': 'MistralForCausalLM',
   'qwen2': 'Qwen2ForCausalLM',
+  'qwen3': 'Qwen3ForCausalLM',
+  GEMMA3: 'Gemma3ForCausalLM',
 }
 # Keys whose meaning export rewrites; dropped from a base config before the new values go in.
 _STALE_KEYS = (
@@ -748,6 +934,8 @@ _STALE_KEYS = (
   'transformers_version',
   'head_dim',
   'n_inner',
+  'sliding_window_pattern',  # Gemma 3's older layer_types, which export always writes
+  '_sliding_window_pattern',
 )
 
 
@@ -787,11 +975,36 @@ def hf_config(
     intermediate_size=config.mlp_dim,
     max_position_embeddings=config.max_len,
     rms_norm_eps=config.norm_epsilon,
-    hidden_act='silu',
     rope_theta=config.rope_theta,
   )
-  if family == 'llama':
+  if family == GEMMA3:
+    scalar = config.query_pre_attn_scalar
+    if scalar is None:
+      scalar = config.head_dim  # what None means here: 1/sqrt(head_dim)
+    out.update(
+      hidden_activation='gelu_pytorch_tanh',
+      query_pre_attn_scalar=int(scalar) if float(scalar).is_integer() else scalar,
+      attention_bias=False,
+      attn_logit_softcapping=None,
+      final_logit_softcapping=None,
+      use_bidirectional_attention=False,
+    )
+    out.pop('hidden_act', None)
+  else:
+    out['hidden_act'] = 'silu'
+  if family in ('llama', 'qwen3'):
     out.update(attention_bias=False, mlp_bias=False)
+  if family == 'qwen3' or family == GEMMA3:
+    sliding = config.sliding_layers()
+    out['layer_types'] = ['sliding_attention' if s else 'full_attention' for s in sliding]
+    out['sliding_window'] = config.sliding_window if config.has_sliding_layers else None
+    if family == 'qwen3':
+      out['use_sliding_window'] = config.has_sliding_layers
+      out['max_window_layers'] = sliding.index(True) if any(sliding) else config.num_layers
+      out.pop('mlp_bias')  # Qwen3Config has no such field
+    else:
+      local = config.rope_theta if config.rope_local_theta is None else config.rope_local_theta
+      out['rope_local_base_freq'] = local
   if config.rope_scaling == 'linear':
     out['rope_scaling'] = {
       'rope_type': 'linear',

@@ -38,6 +38,11 @@ _CONVENTIONAL_EOS = ('<|endoftext|>', '</s>', '<|end_of_text|>', '<eos>')
 
 
 def _tokenizer_file(path: str) -> str:
+  """The tokenizer.json of a file or folder path; a local path made absolute, so that a
+  vocabulary made in one working folder reads the same file from another (and the per-process
+  cache never hands one folder's tokenizer to a same-named path elsewhere)."""
+  if '://' not in path:
+    path = os.path.abspath(path)
   return os.path.join(path, TOKENIZER_FILE) if tf.io.gfile.isdir(path) else path
 
 

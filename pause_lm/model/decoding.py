@@ -63,6 +63,7 @@ def _choose(logits, rng, *, vocab_limit, temperature, top_k):
     'temperature',
     'top_k',
     'return_logits',
+    'causal_pause_id',
   ),
 )
 def generate(
@@ -79,6 +80,7 @@ def generate(
   top_k: int = 0,
   rng=None,
   return_logits: bool = False,
+  causal_pause_id: int | None = None,
 ) -> Generation:
   """Decodes up to `max_decode_len` tokens after each prefix, with a KV cache.
 
@@ -97,6 +99,9 @@ def generate(
     rng: PRNG key, required when temperature > 0.
     return_logits: also keep the raw float32 logits each token was chosen from (a
       [batch, max_decode_len, num_embeddings] buffer, so only when asked).
+    causal_pause_id: with prefix_lm, the pause id of a model finetuned delay-robustly
+      (random M): its pauses are outside the bidirectional block, as in its training rows
+      (`feature_converters.outside_the_prefix_block`). None: every prefix position is inside.
 
   Returns:
     A `Generation`: tokens, lengths, and the logits when return_logits (else None).
@@ -115,7 +120,9 @@ def generate(
   model = Decoder(config)
   choose = functools.partial(_choose, vocab_limit=vocab_limit, temperature=temperature, top_k=top_k)
 
-  first_logits, cache = _prefill(model, params, prefixes, prefix_lengths, prefix_lm, cache_len)
+  first_logits, cache = _prefill(
+    model, params, prefixes, prefix_lengths, prefix_lm, cache_len, causal_pause_id
+  )
   rng, step_rng = jax.random.split(rng)
   first_token = choose(first_logits, step_rng)
   tokens, all_logits = _decode_rest(
@@ -135,7 +142,7 @@ def generate(
   return Generation(tokens, lengths.astype(jnp.int32), all_logits)
 
 
-def _prefill(model, params, prefixes, prefix_lengths, prefix_lm, cache_len):
+def _prefill(model, params, prefixes, prefix_lengths, prefix_lm, cache_len, causal_pause_id=None):
   """One pass over BOS + the prefixes (pauses included) that fills the KV cache.
 
   Returns:
@@ -146,6 +153,8 @@ def _prefill(model, params, prefixes, prefix_lengths, prefix_lm, cache_len):
   causal_attention = None
   if prefix_lm:
     causal_attention = jnp.arange(prefix_width + 1)[None, :] <= prefix_lengths[:, None]
+    if causal_pause_id is not None:
+      causal_attention &= inputs != causal_pause_id
   logits, variables = model.apply(
     {'params': params},
     inputs,

@@ -1,10 +1,12 @@
 """Rotary position embeddings (RoPE) as Llama-family checkpoints define them.
 
-Hugging Face's Llama, Mistral and Qwen2 rotate the two halves of each head (`rotate_half`), not
-interleaved pairs, and compute the angles in float32 from `inv_freq = theta ** (-2i / head_dim)`.
-Matching that convention exactly is what lets converted checkpoints give the same logits, so the
-frequencies are computed the same way (float32, even exponents) and `rope_scaling` follows
-transformers' `_compute_llama3_parameters` and linear position interpolation.
+Hugging Face's Llama, Mistral, Qwen2, Qwen3 and Gemma 3 rotate the two halves of each head
+(`rotate_half`), not interleaved pairs, and compute the angles in float32 from
+`inv_freq = theta ** (-2i / head_dim)`. Matching that convention exactly is what lets converted
+checkpoints give the same logits, so the frequencies are computed the same way (float32, even
+exponents) and `rope_scaling` follows transformers' `_compute_llama3_parameters` and linear
+position interpolation. Gemma 3's sliding layers use a base of their own, unscaled
+(`ModelConfig.rope_local_frequencies`).
 
 The angle is taken from each token's own position (`decoder_positions`), so packed segments that
 restart at 0 and KV-cache steps at any index rotate exactly as a lone sequence would.

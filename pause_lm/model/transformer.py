@@ -9,8 +9,18 @@ nothing here knows about it.
 The same module also builds the Llama family that pretrained checkpoints use (see
 `pause_lm.hf.models`): RMSNorm, rotary position embeddings (`pause_lm.model.rope`), a SwiGLU MLP,
 grouped- or multi-query attention (`num_kv_heads`), tied input/output embeddings and optional
-q/k/v biases (Qwen2). Each is one ModelConfig field, so a family is a gin model file
-(gin/models/llama_tiny.gin).
+q/k/v biases (Qwen2); per-head q/k RMSNorm and a head size of its own (Qwen3); and Gemma 3's
+(1 + w) RMSNorm, norms after attention and the MLP, a GeGLU MLP, embeddings scaled by
+sqrt(emb_dim), `query_pre_attn_scalar`, and sliding-window attention on the layers
+`layer_types` marks, with their own RoPE base. Each is one ModelConfig field, so a family is a
+gin model file (gin/models/llama_tiny.gin, qwen3_0_6b.gin, gemma3_270m.gin).
+
+Sliding-window layers see the keys whose position is less than `sliding_window` from the query's
+(`|q - k| < window`, which under a causal mask is Hugging Face's `k > q - window`), in training,
+prefill and every KV-cache step alike. A window no shorter than the keys (the sequence, or the
+KV cache's rows) hides nothing and is not applied, so such a model computes exactly what full
+attention does; a shorter one runs masked attention on XLA (no fused cuDNN kernel). The KV cache
+keeps every position (it is not trimmed to the window).
 
 Masks follow seqio's feature conventions rather than token ids, because the BOS id and the padding
 id are both 0: causal by array index, bidirectional among positions with
@@ -32,6 +42,7 @@ import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pause_lm.model import rope
 
@@ -41,9 +52,12 @@ _REMAT_POLICIES = {
   'dots_saveable': jax.checkpoint_policies.dots_saveable,
   'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-_NORMS = ('layer_norm', 'rms_norm')
+# gemma_rms_norm: RMSNorm computed in float32 and scaled by (1 + w), w starting at 0 (Gemma).
+_NORMS = ('layer_norm', 'rms_norm', 'gemma_rms_norm')
 _POSITION_EMBEDDINGS = ('learned', 'rope')
-_MLP_ACTIVATIONS = ('gelu', 'swiglu')
+_MLP_ACTIVATIONS = ('gelu', 'swiglu', 'geglu')
+_GATED = ('swiglu', 'geglu')
+FULL_ATTENTION, SLIDING_ATTENTION = 'full_attention', 'sliding_attention'  # HF's layer_types
 _INIT_STDDEV = 0.02  # GPT-2's initialiser; residual output projections are scaled further by depth.
 
 
@@ -85,16 +99,28 @@ class ModelConfig:
   qkv_bias: bool = True  # biases on the query, key and value projections
   dense_bias: bool = True  # biases on the attention output and MLP projections
   tie_embeddings: bool = False  # the output projection is the transposed input embedding
+  # Qwen3 and Gemma 3 (each default is the behaviour before these fields existed).
+  attention_head_dim: int | None = None  # size of one head; None = emb_dim // num_heads
+  qk_norm: bool = False  # a norm (of `norm`'s kind) over each query and key head, before RoPE
+  post_norms: bool = False  # also a norm after attention and after the MLP (Gemma's sandwich)
+  scale_embeddings: bool = False  # input embeddings times sqrt(emb_dim), in the compute dtype
+  query_pre_attn_scalar: float | None = None  # attention scale 1/sqrt(this); None = head_dim
+  # Per layer, 'full_attention' or 'sliding_attention' (HF's layer_types); None = all full.
+  layer_types: tuple[str, ...] | None = None
+  sliding_window: int | None = None  # keys a sliding layer's query sees: |q - k| < window
+  rope_local_theta: float | None = None  # RoPE base of sliding layers (unscaled); None = rope_theta
 
   def __post_init__(self):
     # Frozen dataclass: normalise through object.__setattr__ so configs stay hashable (jit-static).
     object.__setattr__(self, 'dtype', jnp.dtype(self.dtype))
     object.__setattr__(self, 'param_dtype', jnp.dtype(self.param_dtype))
+    if self.layer_types is not None:
+      object.__setattr__(self, 'layer_types', tuple(self.layer_types))
     if self.remat_policy not in _REMAT_POLICIES:
       raise ValueError(
         f'remat_policy must be one of {sorted(_REMAT_POLICIES)}, got {self.remat_policy!r}'
       )
-    if self.emb_dim % self.num_heads:
+    if self.attention_head_dim is None and self.emb_dim % self.num_heads:
       raise ValueError(f'emb_dim {self.emb_dim} is not divisible by num_heads {self.num_heads}')
     for field, value, allowed in (
       ('norm', self.norm, _NORMS),
@@ -113,10 +139,43 @@ class ModelConfig:
       )
     if self.position_embedding == 'rope' and self.head_dim % 2:
       raise ValueError(f'rotary position embeddings need an even head_dim, got {self.head_dim}')
+    self._check_layer_types()
+
+  def _check_layer_types(self) -> None:
+    for field in ('attention_head_dim', 'sliding_window'):
+      value = getattr(self, field)
+      if value is not None and (not isinstance(value, int) or value <= 0):
+        raise ValueError(f'ModelConfig.{field} must be a positive integer or None, got {value!r}')
+    if self.layer_types is None:
+      return
+    if len(self.layer_types) != self.num_layers:
+      raise ValueError(
+        f'ModelConfig.layer_types has {len(self.layer_types)} entries for {self.num_layers} layers'
+      )
+    unknown = set(self.layer_types) - {FULL_ATTENTION, SLIDING_ATTENTION}
+    if unknown:
+      raise ValueError(
+        f'ModelConfig.layer_types must hold {FULL_ATTENTION!r} or {SLIDING_ATTENTION!r}, got '
+        f'{sorted(unknown)}'
+      )
+    if SLIDING_ATTENTION in self.layer_types and self.sliding_window is None:
+      raise ValueError('ModelConfig.layer_types has sliding layers but sliding_window is None')
 
   @property
   def head_dim(self) -> int:
+    if self.attention_head_dim is not None:
+      return self.attention_head_dim
     return self.emb_dim // self.num_heads
+
+  @property
+  def has_sliding_layers(self) -> bool:
+    return self.layer_types is not None and SLIDING_ATTENTION in self.layer_types
+
+  def sliding_layers(self) -> tuple[bool, ...]:
+    """Per layer, whether it attends through the sliding window."""
+    if self.layer_types is None:
+      return (False,) * self.num_layers
+    return tuple(kind == SLIDING_ATTENTION for kind in self.layer_types)
 
   @property
   def kv_heads(self) -> int:
@@ -133,13 +192,19 @@ class ModelConfig:
       self.rope_original_max_len,
     )
 
+  def rope_local_frequencies(self):
+    """The sliding layers' frequencies: base `rope_local_theta`, never scaled (as Gemma 3)."""
+    theta = self.rope_theta if self.rope_local_theta is None else self.rope_local_theta
+    return rope.inverse_frequencies(self.head_dim, theta)
+
   def matmul_params(self) -> int:
     """Weights that take part in a matrix multiply per token (lookups and biases excluded)."""
     if self.num_embeddings is None:
       raise ValueError('num_embeddings is not set')
     d, f = self.emb_dim, self.mlp_dim
-    attention = 2 * d * d + 2 * d * self.kv_heads * self.head_dim  # q, out; k, v (GQA: fewer)
-    mlp = (3 if self.mlp_activation == 'swiglu' else 2) * d * f  # SwiGLU has a gate matrix
+    # q, out; k, v (GQA: fewer). The heads' width is emb_dim unless attention_head_dim sets it.
+    attention = 2 * d * self.num_heads * self.head_dim + 2 * d * self.kv_heads * self.head_dim
+    mlp = (3 if self.mlp_activation in _GATED else 2) * d * f  # SwiGLU/GeGLU have a gate matrix
     return self.num_layers * (attention + mlp) + d * self.num_embeddings
 
   def flops_per_token(self, seq_len: int) -> float:
@@ -163,22 +228,50 @@ def _partitioned(init, names):
   return nn.with_logical_partitioning(init, names)
 
 
-def _norm(config: ModelConfig, name: str) -> nn.Module:
+class GemmaRMSNorm(nn.Module):
+  """Gemma's RMSNorm: x / rms(x) * (1 + scale), in float32, then cast to the compute dtype.
+
+  `scale` starts at zero (an identity norm), as Hugging Face's Gemma3RMSNorm initialises it.
+  """
+
+  epsilon: float
+  dtype: Any
+  param_dtype: Any
+  axis_name: str = 'embed'
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param(
+      'scale',
+      _partitioned(nn.initializers.zeros, (self.axis_name,)),
+      (x.shape[-1],),
+      self.param_dtype,
+    )
+    y = x.astype(jnp.float32)
+    y = y * jax.lax.rsqrt(jnp.mean(jnp.square(y), axis=-1, keepdims=True) + self.epsilon)
+    return (y * (1.0 + scale.astype(jnp.float32))).astype(self.dtype)
+
+
+def _norm(config: ModelConfig, name: str, axis_name: str = 'embed') -> nn.Module:
+  if config.norm == 'gemma_rms_norm':
+    return GemmaRMSNorm(
+      config.norm_epsilon, config.dtype, config.param_dtype, axis_name=axis_name, name=name
+    )
   if config.norm == 'rms_norm':
     return nn.RMSNorm(
       epsilon=config.norm_epsilon,
       dtype=config.dtype,
       param_dtype=config.param_dtype,
       name=name,
-      scale_init=_partitioned(nn.initializers.ones, ('embed',)),
+      scale_init=_partitioned(nn.initializers.ones, (axis_name,)),
     )
   return nn.LayerNorm(
     epsilon=config.norm_epsilon,
     dtype=config.dtype,
     param_dtype=config.param_dtype,
     name=name,
-    scale_init=_partitioned(nn.initializers.ones, ('embed',)),
-    bias_init=_partitioned(nn.initializers.zeros, ('embed',)),
+    scale_init=_partitioned(nn.initializers.ones, (axis_name,)),
+    bias_init=_partitioned(nn.initializers.zeros, (axis_name,)),
   )
 
 
@@ -245,6 +338,10 @@ class Attention(nn.Module):
   With `num_kv_heads < num_heads` the key/value projections (and the cache) have fewer heads;
   jax.nn.dot_product_attention shares each among its group of query heads. Rotary embeddings are
   applied to queries and keys before caching, so cached keys are already rotated.
+
+  `sliding` is None for a model without sliding layers, else a boolean scalar (an array, so that
+  nn.scan can hand each layer its own): this layer then sees only keys within the window and
+  rotates by the local RoPE base.
   """
 
   config: ModelConfig
@@ -252,7 +349,7 @@ class Attention(nn.Module):
   cache_len: int | None = None
 
   @nn.compact
-  def __call__(self, x, mask, positions):
+  def __call__(self, x, mask, positions, sliding=None):
     cfg = self.config
     query_projection = functools.partial(
       _HeadDense,
@@ -277,15 +374,27 @@ class Attention(nn.Module):
     query = nn.with_logical_constraint(query_projection(name='query')(x), qkv_axes)
     key = nn.with_logical_constraint(kv_projection(name='key')(x), kv_axes)
     value = nn.with_logical_constraint(kv_projection(name='value')(x), kv_axes)
+    if cfg.qk_norm:
+      query = _norm(cfg, 'query_norm', 'kv')(query)
+      key = _norm(cfg, 'key_norm', 'kv')(key)
     if cfg.position_embedding == 'rope':
       inv_freq = cfg.rope_frequencies()
+      local_freq = cfg.rope_local_frequencies()
+      if sliding is not None and not np.array_equal(local_freq, inv_freq):
+        inv_freq = jnp.where(sliding, jnp.asarray(local_freq), jnp.asarray(inv_freq))
       query = rope.apply_rotary(query, positions, inv_freq)
       key = rope.apply_rotary(key, positions, inv_freq)
 
+    key_positions = positions
     if self.cache_mode is CacheMode.PREFILL:
       self._prefill_cache(key, value)
     elif self.cache_mode is CacheMode.STEP:
       key, value, mask = self._extend_cache(key, value, positions)
+      key_positions = jnp.arange(key.shape[1])[None, :]  # cache row = position
+    # A window as long as the keys hides none of them (positions differ by less than the keys'
+    # count): no mask then, so the result is exactly full attention's and cuDNN's kernel may run.
+    if sliding is not None and cfg.sliding_window < key.shape[1]:
+      mask = _within_window(mask, positions, key_positions, sliding, cfg.sliding_window)
 
     # The configured kernel (cuDNN's fused one on GPUs) runs the plainly causal case it was
     # measured on; masked attention (prefix-LM, packing, the KV cache) stays on XLA's.
@@ -294,6 +403,7 @@ class Attention(nn.Module):
       key,
       value,
       mask=mask,
+      scale=None if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar**-0.5,
       is_causal=mask is None,
       implementation=cfg.attention_impl if mask is None else None,
     )
@@ -337,8 +447,18 @@ class Attention(nn.Module):
     return cached_key.value, cached_value.value, mask
 
 
+def _within_window(mask, query_positions, key_positions, sliding, window: int):
+  """`mask` (None: causal) AND |q - k| < window where `sliding` (a boolean scalar) is true."""
+  if mask is None:
+    mask = attention_mask(query_positions.shape[1])
+  distance = query_positions[:, :, None] - key_positions[:, None, :]
+  near = (jnp.abs(distance) < window)[:, None]
+  return mask & (near | ~sliding)
+
+
 class Mlp(nn.Module):
-  """emb -> mlp -> emb: GPT-2's GELU MLP (`wi`, `wo`) or Llama's SwiGLU (`wi_0` gate, `wi_1`)."""
+  """emb -> mlp -> emb: GPT-2's GELU MLP (`wi`, `wo`), or a gated one (`wi_0` gate, `wi_1`):
+  Llama's SwiGLU, silu(x W_0) * x W_1, or Gemma's GeGLU, tanh-approximate gelu(x W_0) * x W_1."""
 
   config: ModelConfig
 
@@ -357,8 +477,9 @@ class Mlp(nn.Module):
         name=name,
       )
 
-    if cfg.mlp_activation == 'swiglu':
-      h = nn.silu(dense(cfg.mlp_dim, ('embed', 'mlp'), 'wi_0')(x)) * dense(
+    if cfg.mlp_activation in _GATED:
+      gate = nn.silu if cfg.mlp_activation == 'swiglu' else nn.gelu  # tanh-approximate
+      h = gate(dense(cfg.mlp_dim, ('embed', 'mlp'), 'wi_0')(x)) * dense(
         cfg.mlp_dim, ('embed', 'mlp'), 'wi_1'
       )(x)
     else:
@@ -380,14 +501,21 @@ class DecoderBlock(nn.Module):
   cache_len: int | None = None
 
   @nn.compact
-  def __call__(self, x, mask, positions):
+  def __call__(self, x, mask, positions, sliding=None):
     cfg = self.config
     dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
     h = _norm(cfg, 'pre_attention_norm')(x)
-    h = Attention(cfg, self.cache_mode, self.cache_len, name='attention')(h, mask, positions)
+    h = Attention(cfg, self.cache_mode, self.cache_len, name='attention')(
+      h, mask, positions, sliding
+    )
+    if cfg.post_norms:
+      h = _norm(cfg, 'post_attention_norm')(h)
     x = x + dropout(h)
     h = _norm(cfg, 'pre_mlp_norm')(x)
-    x = x + dropout(Mlp(cfg, name='mlp')(h))
+    h = Mlp(cfg, name='mlp')(h)
+    if cfg.post_norms:
+      h = _norm(cfg, 'post_mlp_norm')(h)
+    x = x + dropout(h)
     x = nn.with_logical_constraint(x, ('activation_batch', 'activation_length', 'activation_embed'))
     if cfg.scan_layers:
       return x, None
@@ -515,6 +643,9 @@ class Decoder(nn.Module):
       name='token_embed',
     )
     x = token_embed(decoder_input_tokens)
+    if cfg.scale_embeddings:
+      # As Gemma: the scale is cast to the embeddings' dtype first (bfloat16 rounds it).
+      x = x * jnp.asarray(cfg.emb_dim**0.5, x.dtype)
     if cfg.position_embedding == 'learned':
       # The position table's first axis is left unnamed: it is small and never worth sharding.
       position_embed = nn.Embed(
@@ -551,19 +682,28 @@ def _layers(cfg: ModelConfig, x, mask, positions, deterministic, cache_mode, cac
   policy = _REMAT_POLICIES[cfg.remat_policy]
   if policy is not None and cache_mode is CacheMode.NONE:
     block = nn.remat(block, policy=policy, prevent_cse=not cfg.scan_layers)
+  # Sliding layers get a per-layer boolean (scanned over with the parameters); models without
+  # them call the blocks exactly as before.
+  sliding = jnp.asarray(cfg.sliding_layers()) if cfg.has_sliding_layers else None
   if cfg.scan_layers:
     stack = nn.scan(
       block,
       variable_axes={'params': 0, 'cache': 0},
       split_rngs={'params': True, 'dropout': True},
-      in_axes=(nn.broadcast, nn.broadcast),
+      in_axes=(nn.broadcast, nn.broadcast) + (() if sliding is None else (0,)),
       length=cfg.num_layers,
       metadata_params={nn.PARTITION_NAME: 'layers'},
     )
-    x, _ = stack(cfg, deterministic, cache_mode, cache_len, name='layers')(x, mask, positions)
+    extra = () if sliding is None else (sliding,)
+    x, _ = stack(cfg, deterministic, cache_mode, cache_len, name='layers')(
+      x, mask, positions, *extra
+    )
     return x
   for i in range(cfg.num_layers):
-    x = block(cfg, deterministic, cache_mode, cache_len, name=f'layers_{i}')(x, mask, positions)
+    extra = () if sliding is None else (sliding[i],)
+    x = block(cfg, deterministic, cache_mode, cache_len, name=f'layers_{i}')(
+      x, mask, positions, *extra
+    )
   return x
 
 

@@ -67,6 +67,10 @@ class TaskInfo:
   eos_id: int
   target_length: int | None  # downstream tasks: the answer's token budget
   scoring: bool = False  # rank classification: one row per candidate answer
+  # A random-M pause variant (`_pause{lo}to{hi}`), finetuned delay-robustly: its pauses are
+  # outside the prefix-LM block and its rows teach the first answer token at every delay
+  # (feature_converters.PausePrefixLMFeatureConverter).
+  random_pauses: bool = False
 
 
 def get_task(task_name: str) -> seqio.Task | seqio.Mixture:
@@ -164,7 +168,26 @@ def task_info(task_name: str) -> TaskInfo:
     eos_id=vocabulary.eos_id,
     target_length=_target_length(task),
     scoring=tasks_lib.is_scoring(task_name),
+    random_pauses=is_random_pause_variant(task_name),
   )
+
+
+def is_random_pause_variant(task_name: str | None) -> bool:
+  """Whether a model finetuned on `task_name` was finetuned delay-robustly: a random-M
+  variant with appended pauses (`squad_pause0to10`; not a prepended or filler one, not an
+  `_eval` scoring form). Its pauses are outside the prefix-LM block in inference too
+  (evaluation.TaskEvaluator's `causal_pauses`). Decided by the name, so a run's recorded task
+  tells it without registering anything."""
+  if not task_name or task_name.endswith(tasks_lib.downstream.EVAL_SUFFIX):
+    return False
+  try:
+    parsed = variants.parse_task(task_name)
+  except ValueError:
+    return False
+  if parsed is None:
+    return False
+  variant = parsed[1]
+  return variant.kind == 'pause' and variant.random and variant.placement == 'append'
 
 
 def task_feature_lengths(info: TaskInfo, sequence_length: int | Mapping[str, int]):
@@ -184,7 +207,12 @@ def task_feature_lengths(info: TaskInfo, sequence_length: int | Mapping[str, int
 
 def feature_converter(info: TaskInfo, pack: bool = False) -> seqio.FeatureConverter:
   if info.prefix_lm:
-    return feature_converters.PausePrefixLMFeatureConverter(pause_id=info.pause_id, pack=pack)
+    return feature_converters.PausePrefixLMFeatureConverter(
+      pause_id=info.pause_id,
+      pack=pack,
+      causal_pauses=info.random_pauses,
+      answer_at_every_delay=info.random_pauses,
+    )
   return feature_converters.PauseLMFeatureConverter(pause_id=info.pause_id, pack=pack)
 
 

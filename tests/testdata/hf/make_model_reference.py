@@ -7,7 +7,9 @@ Run by hand, from the repository root, with a Python that has torch and transfor
 
 For each family (GPT-2; Llama with grouped-query attention, llama3 rope_scaling and an untied
 head, saved in three shards; Qwen2 with q/k/v biases and tied embeddings; Mistral with
-multi-query attention; a SmolLM-shaped tied Llama over the 400 ids of the test tokenizer) it
+multi-query attention; Qwen3 with q/k norms and a head_dim of its own; Gemma 3 text with
+sliding-window layers (window 4, shorter than the test sequences); a SmolLM-shaped tied Llama
+over the 400 ids of the test tokenizer) it
 builds a random model with `from_config`, saves `config.json` + safetensors under `<family>/`,
 and writes `<family>/reference.npz`:
 
@@ -21,6 +23,7 @@ greedy choices do not hinge on float rounding.
 """
 
 import os
+import sys
 
 import numpy as np
 import torch
@@ -100,8 +103,51 @@ CONFIGS = {
     eos_token_id=1,
     initializer_range=0.2,
   ),
+  # Qwen3: per-head q/k RMSNorm, head_dim 16 apart from hidden_size / heads = 8, untied head.
+  'qwen3': transformers.Qwen3Config(
+    vocab_size=100,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=64,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+    initializer_range=0.2,
+  ),
+  # Gemma 3 text: (1 + w) norms before and after attention and MLP, GeGLU, q/k norm, scaled
+  # embeddings, tied head, head_dim 16 apart from 32 / 4, one key/value head as the 270M and 1B,
+  # query_pre_attn_scalar != head_dim, and layers sliding, sliding, full with a window of 4
+  # (shorter than every test sequence) and their own RoPE base; linear scaling on the global one.
+  'gemma3': transformers.Gemma3TextConfig(
+    vocab_size=110,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=1,
+    head_dim=16,
+    max_position_embeddings=64,
+    query_pre_attn_scalar=24,
+    sliding_window=4,
+    layer_types=['sliding_attention', 'sliding_attention', 'full_attention'],
+    rope_theta=1000000.0,
+    rope_local_base_freq=10000.0,
+    rope_scaling={'rope_type': 'linear', 'factor': 2.0},
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+    # Smaller: the sqrt(hidden_size)-scaled tied embeddings otherwise outweigh the post-normed
+    # blocks, and greedy decoding repeats the last token.
+    initializer_range=0.05,
+  ),
 }
 SHARDED = {'llama'}
+# Families added later draw from seeds of their own, so that writing them (alone or with the
+# rest) leaves the earlier families' files exactly as they were made.
+OWN_SEEDS = {'qwen3': 3, 'gemma3': 4}
 
 
 def _randomize_biases(model):
@@ -112,10 +158,15 @@ def _randomize_biases(model):
         param.add_(0.1 * torch.randn_like(param))
 
 
-def main():
+def main(families=None):
   torch.manual_seed(0)
   rng = np.random.default_rng(0)
   for family, config in CONFIGS.items():
+    if family in OWN_SEEDS:
+      torch.manual_seed(OWN_SEEDS[family])
+      rng = np.random.default_rng(OWN_SEEDS[family])
+    if families and family not in families:
+      continue
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.eval()
     _randomize_biases(model)
@@ -153,4 +204,6 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  # Families to write (all by default): `python tests/testdata/hf/make_model_reference.py qwen3
+  # gemma3`. (Skipping one of the first five changes the draws of those after it.)
+  main(sys.argv[1:])
