@@ -108,10 +108,14 @@ def test_random_m_rows_teach_the_first_answer_token_after_every_number_of_pauses
   np.testing.assert_array_equal(three['decoder_input_tokens'], plain[0]['decoder_input_tokens'])
   np.testing.assert_array_equal(plain[0]['decoder_target_tokens'], [8, 9, P, P, P, 3, 4, 1, 0, 0])
   np.testing.assert_array_equal(three['decoder_target_tokens'], [8, 9, 3, 3, 3, 3, 4, 1, 0, 0])
-  np.testing.assert_array_equal(three['decoder_loss_weights'], [0, 0, 1, 1, 1, 1, 1, 1, 0, 0])
+  # The 4 positions that teach the first token share its weight; the rest weigh 1 as before.
+  np.testing.assert_allclose(
+    three['decoder_loss_weights'], [0, 0, 0.25, 0.25, 0.25, 0.25, 1, 1, 0, 0], rtol=1e-6
+  )
+  assert three['decoder_loss_weights'].sum() == plain[0]['decoder_loss_weights'].sum()
   np.testing.assert_array_equal(plain[0]['decoder_causal_attention'], [1] * 6 + [0] * 4)
   np.testing.assert_array_equal(three['decoder_causal_attention'], [1] * 3 + [0] * 7)
-  for key in zero:
+  for key in zero:  # (the same values; the weights as float32)
     np.testing.assert_array_equal(zero[key], plain[1][key])
   np.testing.assert_array_equal(
     prepended['decoder_causal_attention'], [1, 0, 0, 1, 1, 0, 0, 0, 0, 0]
@@ -130,7 +134,10 @@ def test_every_delay_targets_stay_inside_each_packed_example():
   np.testing.assert_array_equal(
     row['decoder_target_tokens'], [8, 3, 3, 3, 1, 9, 4, 1, 7, 5, 5, 6, 1, 0, 0]
   )
-  np.testing.assert_array_equal(
-    row['decoder_loss_weights'], [0, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 0, 0]
+  third, half = 1 / 3, 1 / 2
+  np.testing.assert_allclose(
+    row['decoder_loss_weights'],
+    [0, third, third, third, 1, 0, 1, 1, 0, half, half, 1, 1, 0, 0],
+    rtol=1e-6,
   )
   np.testing.assert_array_equal(row['decoder_segment_ids'], [1] * 5 + [2] * 3 + [3] * 5 + [0] * 2)

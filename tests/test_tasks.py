@@ -156,7 +156,7 @@ def test_selection_tasks_answer_their_question_with_random_m(kind):
     # The delay-robust row teaches the first answer token after 0..M pauses (issue 26), so
     # the first weighted target follows the prefix's last token, and the answer as a whole
     # follows the last pause.
-    prefix_end = int(np.argmax(weights))
+    prefix_end = int(np.argmax(weights > 0))
     counts.append(int((inputs == info.pause_id).sum()))
     assert (inputs[prefix_end + 1 : prefix_end + 1 + counts[-1]] == info.pause_id).all()
     prefix_text = vocabulary.decode(tokens[:prefix_end].tolist())

@@ -69,7 +69,8 @@ def outside_the_prefix_block(features, pause_id: int):
 
 
 def teach_answer_at_every_delay(features, pause_id: int):
-  """Makes the first answer token the target at every delay before it, with loss weight 1.
+  """Makes the first answer token the target at every delay before it, the delays sharing the
+  loss weight of one token.
 
   In a converted prefix-LM row the targets of the last prefix token and of every pause but
   the last are the pauses after them, which the loss skips, so an example with M pauses
@@ -80,6 +81,10 @@ def teach_answer_at_every_delay(features, pause_id: int):
   reads after that many pauses, so each example teaches its first token after 0, 1, ..., M
   pauses at once. Pauses elsewhere (prepended ones, whose run ends at the prefix's first
   token) keep their skipped targets, and the tokens after the first are taught as before.
+  The M + 1 positions that teach the first token weigh 1 / (M + 1) each (float32 weights), so
+  an example weighs what the paper's row weighs and its first token no more than its EOS:
+  with weight 1 each, up to 11 of an example's 13 weighted targets were its first token, and
+  on the toy grid a StdPT model then learned only the most common answer (issue 26).
   Works on packed rows: a run never crosses an example.
   """
   targets, weights = features['decoder_target_tokens'], features['decoder_loss_weights']
@@ -98,9 +103,15 @@ def teach_answer_at_every_delay(features, pause_id: int):
   answer_starts = tf.concat([weighted & ~previous_weighted, [False]], 0)
   delay = is_pause & tf.gather(answer_starts, next_real)
   answers = tf.gather(tf.concat([targets, [0]], 0), next_real)
+  # Each answer start's number of delays (M + 1 positions teach it), spread over the run.
+  teaching = delay | (answer_starts[:-1] & (next_real == tf.range(length)))
+  owner = tf.where(teaching, next_real, length)  # the answer start each position teaches
+  share = tf.math.unsorted_segment_sum(tf.cast(teaching, tf.float32), owner, length + 1)
+  share = 1.0 / tf.maximum(tf.gather(share, owner), 1.0)
+  weights = tf.cast(weights, tf.float32)
   features = dict(features)
   features['decoder_target_tokens'] = tf.where(delay, answers, targets)
-  features['decoder_loss_weights'] = tf.where(delay, tf.ones_like(weights), weights)
+  features['decoder_loss_weights'] = tf.where(teaching, share, weights)
   return features
 
 
@@ -120,6 +131,11 @@ class PausePrefixLMFeatureConverter(_PauseMaskMixin, seqio.PrefixLMFeatureConver
   ):
     self._causal_pauses = causal_pauses
     self._answer_at_every_delay = answer_at_every_delay
+    if answer_at_every_delay:  # fractional weights (teach_answer_at_every_delay)
+      self.MODEL_FEATURES = {
+        **self.MODEL_FEATURES,
+        'decoder_loss_weights': seqio.FeatureConverter.FeatureSpec(dtype=tf.float32),
+      }
     super().__init__(*args, **kwargs)
 
   def _convert_example(self, features):
