@@ -43,7 +43,24 @@ _LLAMA_BINDINGS = [
   'ModelConfig.num_kv_heads = 1',
   *(f'ModelConfig.{name} = {value!r}' for name, value in LLAMA_FAMILY.items()),
 ]
-FAMILIES = {'gpt2': [], 'llama': _LLAMA_BINDINGS}
+# Gemma 3's parts (issue 25): q/k norms, norms after attention and MLP, GeGLU, scaled and
+# tied embeddings, a head size of its own, and a sliding layer whose window (8) is shorter
+# than the sequence (32).
+_GEMMA3_BINDINGS = [
+  *(f'ModelConfig.{name} = {value!r}' for name, value in LLAMA_FAMILY.items()),
+  'ModelConfig.num_kv_heads = 1',
+  "ModelConfig.norm = 'gemma_rms_norm'",
+  'ModelConfig.qk_norm = True',
+  'ModelConfig.post_norms = True',
+  'ModelConfig.scale_embeddings = True',
+  'ModelConfig.attention_head_dim = 16',
+  "ModelConfig.mlp_activation = 'geglu'",
+  'ModelConfig.tie_embeddings = True',
+  'ModelConfig.sliding_window = 8',
+  "ModelConfig.layer_types = ('sliding_attention', 'full_attention')",
+  'ModelConfig.rope_local_theta = 10000.0',
+]
+FAMILIES = {'gpt2': [], 'llama': _LLAMA_BINDINGS, 'gemma3': _GEMMA3_BINDINGS}
 for _family, _bindings in FAMILIES.items():
   _script = f'BINDINGS = {_bindings!r}\n' + _EIGHT_DEVICE_SCRIPT
   register_eight_device_script(f'sharding_{_family}', _script)
