@@ -56,8 +56,11 @@ setuptools.setup(
   extras_require={
     # The lm-evaluation-harness backend (pause_lm/harness, docs/harness.md): never torch.
     'harness': [HARNESS],
-    # The tests cover the harness backend too, so CI installs lm-eval.
-    'test': ['pytest>=8', 'hypothesis>=6', 'pytest-xdist', 'ruff', HARNESS],
+    # The tests cover the harness backend too, so CI installs lm-eval. pytest < 9: pytest 9
+    # computes node ids, and pytest-xdist (3.8) marks a test's xdist_group by rewriting its
+    # node id, so under pytest 9 `--dist loadgroup` groups nothing and a group's session
+    # fixture (the 8-device process) runs on every worker (tests/conftest.py checks this).
+    'test': ['pytest>=8,<9', 'hypothesis>=6', 'pytest-xdist', 'ruff', HARNESS],
     # Accelerator builds of jax; install on top of the base set-up (see README).
     'tpu': ['jax[tpu]'],
     'cuda': ['jax[cuda12]'],

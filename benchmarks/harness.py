@@ -8,7 +8,9 @@ Fresh random parameters (throughput does not depend on their values) and the emb
 synthetic corpus's tokenizer; the requests are the offline demo tasks' (pause_synthetic_qa's
 prompts, pause_synthetic_choice's four candidates, pause_synthetic_text's documents), sent
 straight to the backend (`PauseLM.loglikelihood` etc.), as lm-eval's evaluator sends them. Each
-request type runs twice: the first pass compiles, the second is timed.
+request type runs twice: the first pass compiles, the second is timed. `loglikelihood` shares
+each question's prefill among its candidates; `loglikelihood_whole_rows` scores the same
+requests with `share_prefixes=False`.
 """
 
 import argparse
@@ -76,24 +78,32 @@ def measure(name: str, num_requests: int, batch_size: int, num_pauses: int) -> d
   )
   lm = backend.PauseLM(model=model, batch_size=batch_size, progress=False)
   out = {'model': name, 'num_pauses': num_pauses, 'batch_size': lm.batch_size}
-  for kind, reqs in _requests(num_requests).items():
-    run = getattr(lm, kind)
-    before = sum(engine.compiled_programs().values())
-    start = time.perf_counter()
-    run(reqs)
-    first = time.perf_counter() - start
-    compiles = sum(engine.compiled_programs().values()) - before
-    start = time.perf_counter()
-    run(reqs)
-    seconds = time.perf_counter() - start
-    out[kind] = {
-      'requests': len(reqs),
-      'requests_per_sec': round(len(reqs) / seconds, 1),
-      'first_pass_sec': round(first, 2),
-      'programs_compiled': compiles,
-    }
+  requests = _requests(num_requests)
+  for kind, reqs in requests.items():
+    out[kind] = _timed(getattr(lm, kind), reqs)
+  # The same candidates with every row scored whole (no shared prefill): what sharing saves.
+  lm.engine.share_prefixes = False
+  out['loglikelihood_whole_rows'] = _timed(lm.loglikelihood, requests['loglikelihood'])
   out['programs'] = engine.compiled_programs()
   return out
+
+
+def _timed(run, reqs) -> dict:
+  """Runs `reqs` twice: the first pass compiles, the second is timed."""
+  before = sum(engine.compiled_programs().values())
+  start = time.perf_counter()
+  run(reqs)
+  first = time.perf_counter() - start
+  compiles = sum(engine.compiled_programs().values()) - before
+  start = time.perf_counter()
+  run(reqs)
+  seconds = time.perf_counter() - start
+  return {
+    'requests': len(reqs),
+    'requests_per_sec': round(len(reqs) / seconds, 1),
+    'first_pass_sec': round(first, 2),
+    'programs_compiled': compiles,
+  }
 
 
 def main():

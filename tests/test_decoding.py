@@ -433,3 +433,90 @@ def test_scanned_layers_decode_like_unrolled_ones(config):
   )
   np.testing.assert_array_equal(tokens, want_tokens)
   np.testing.assert_allclose(logits, want_logits, atol=1e-3, rtol=1e-4)
+
+
+def _scanned(config):
+  """`config` with scanned layers, and `_params(config)` stacked to match."""
+  params = nn.meta.unbox(_params(config))
+  layers = [params.pop(f'layers_{i}') for i in range(config.num_layers)]
+  params['layers'] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+  return params, dataclasses.replace(config, scan_layers=True)
+
+
+def _whole_rows(prefixes, lengths, continuations, owners, prefix_lm, causal_pause_id):
+  """`decoding.score`'s batch of each candidate's whole row: BOS + prefix + candidate."""
+  width = CONFIG.max_len
+  batch = {k: np.zeros((len(owners), width), np.int32) for k in ('inputs', 'targets', 'causal')}
+  weights = np.zeros((len(owners), width), np.float32)
+  for r, (candidate, owner) in enumerate(zip(continuations, owners)):
+    prefix = list(np.asarray(prefixes)[owner, : int(lengths[owner])])
+    tokens = prefix + list(candidate)
+    batch['targets'][r, : len(tokens)] = tokens
+    batch['inputs'][r, 1 : len(tokens)] = tokens[:-1]
+    batch['causal'][r, : len(prefix) + 1] = 1
+    if causal_pause_id is not None:
+      batch['causal'][r] *= batch['inputs'][r] != causal_pause_id
+    weights[r, len(prefix) : len(tokens)] = 1.0
+  features = {
+    'decoder_input_tokens': batch['inputs'],
+    'decoder_target_tokens': batch['targets'],
+    'decoder_loss_weights': weights,
+  }
+  if prefix_lm:
+    features['decoder_causal_attention'] = batch['causal']
+  return features
+
+
+@pytest.mark.parametrize(
+  'family, prefix_lm, causal_pauses',
+  [('gpt2', True, False), ('gemma3', True, True), ('llama_scanned', False, False)],
+)
+def test_scoring_after_a_shared_prefix_equals_scoring_whole_rows(family, prefix_lm, causal_pauses):
+  """Multiple-choice candidates scored after one prefill of their prefix get the whole rows'
+  log-likelihoods (GPT-2's learned positions; Gemma 3's window of 3, much shorter than the
+  rows, and a delay-robust model's pauses outside the block; scanned Llama layers, causal)."""
+  config = {'gpt2': CONFIG, 'gemma3': GEMMA3_CONFIG, 'llama': LLAMA_CONFIG}[
+    family.removesuffix('_scanned')
+  ]
+  params = _params(config)
+  if family.endswith('_scanned'):
+    params, config = _scanned(config)
+  prefixes, lengths = _prefixes(4)  # three prefixes of 11, 7 and 15 tokens
+  rng = np.random.default_rng(2)
+  # Two, three and one candidates of 1 to 6 tokens, in mixed order; a last padding row.
+  owners = [0, 1, 0, 2, 1, 1]
+  continuations = [list(rng.integers(1, VOCAB, n)) for n in (1, 6, 3, 5, 2, 4)]
+  causal_pause_id = PAUSE if causal_pauses else None
+
+  def whole_rows():
+    batch = _whole_rows(prefixes, lengths, continuations, owners, prefix_lm, causal_pause_id)
+    causal = batch.get('decoder_causal_attention')
+    return batch, np.asarray(_forward(params, batch['decoder_input_tokens'], causal, config))
+
+  # The one-token candidate is made the greedy choice after its prefix.
+  batch, logits = whole_rows()
+  continuations[0] = [int(np.argmax(logits[0, int(lengths[0]), :VOCAB]))]
+  batch, logits = whole_rows()
+  padded = np.zeros((len(owners) + 1, 8), np.int32)  # a last padding row
+  for r, candidate in enumerate(continuations):
+    padded[r, : len(candidate)] = candidate
+  sums, greedy = decoding.score_after_prefix(
+    params,
+    config,
+    prefixes,
+    lengths,
+    jnp.asarray(padded),
+    jnp.asarray([len(c) for c in continuations] + [0], np.int32),
+    jnp.asarray(owners + [0], np.int32),
+    prefix_lm=prefix_lm,
+    vocab_limit=VOCAB,
+    causal_pause_id=causal_pause_id,
+  )
+  want, _ = decoding.score(params, config, batch)
+  np.testing.assert_allclose(np.asarray(sums)[:-1], want, rtol=2e-5, atol=1e-4)
+  weighted = batch['decoder_loss_weights'] > 0
+  is_argmax = np.argmax(logits[..., :VOCAB], axis=-1) == batch['decoder_target_tokens']
+  want_greedy = np.all(is_argmax | ~weighted, axis=1)
+  assert want_greedy[0]
+  np.testing.assert_array_equal(np.asarray(greedy)[:-1], want_greedy)
+  assert float(sums[-1]) == 0.0 and bool(greedy[-1])  # the padding row scores nothing

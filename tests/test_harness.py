@@ -27,7 +27,14 @@ from pause_lm.harness import requests as requests_lib
 from pause_lm.model import decoding
 from pause_lm.model.transformer import Decoder, ModelConfig
 
-from conftest import REPO, SMALL_RUN_FLAGS, read_scalars, run_in_process
+from conftest import (
+  EIGHT_DEVICES,
+  REPO,
+  SMALL_RUN_FLAGS,
+  read_scalars,
+  register_eight_device_script,
+  run_in_process,
+)
 
 lm_eval = pytest.importorskip('lm_eval')
 from lm_eval.api.instance import Instance  # noqa: E402
@@ -233,10 +240,95 @@ def test_a_rows_score_is_independent_of_batch_size_and_batch_mates(model):
   by_size = {size: _lm(model, batch_size=size).loglikelihood(reqs) for size in (1, 8)}
   np.testing.assert_allclose([s for s, _ in by_size[1]], [s for s, _ in by_size[8]], rtol=1e-6)
   assert [g for _, g in by_size[1]] == [g for _, g in by_size[8]]
+  # Exactly, rows scored whole: same shapes, other rows never seen.
+  whole = _lm(model, batch_size=8, share_prefixes=False).loglikelihood(reqs)
   alone = _lm(model, batch_size=8).loglikelihood(reqs[:1])
-  assert alone[0] == by_size[8][0]  # Exactly: same shapes, other rows never seen.
+  assert alone[0] == whole[0]
+  # Candidates of one context share its prefill: the same scores, to float32 rounding.
+  np.testing.assert_allclose([s for s, _ in by_size[8]], [s for s, _ in whole], rtol=2e-6)
+  assert [g for _, g in by_size[8]] == [g for _, g in whole]
   # The greedy flag is the argmax over the tokenizer's ids, at every continuation position.
   assert any(g for _, g in by_size[8]) or not all(g for _, g in by_size[8])
+
+
+def test_candidates_of_one_context_share_one_prefill(model, monkeypatch):
+  """Shared only where the prefixes are the same tokens; a question with more candidates
+  than a batch holds is split, and every score stays the whole row's."""
+  lm = _lm(model, batch_size=1)  # 1 prefix and 4 candidates per batch
+  cut = 'values ' + ' '.join(['7'] * 100) + ' . which is the largest ?'
+  args = [
+    *((CONTEXT, f' {n}') for n in (40, 12, 7, 3, 99, 5)),  # 6 candidates: split 4 + 2
+    ('values 5 9 .', ' 9'),  # a context of its own: scored whole
+    (cut, ' 7'),  # a long context cut by different amounts for each continuation
+    (cut, ' ' + ' '.join(['7'] * 6)),
+  ]
+  rows = [lm._row(*lm.pair_tokens(c, x)) for c, x in args]
+  groups, alone = engine_lib.shared_groups(rows, lm.engine.candidate_rows)
+  assert [g.members for g in groups] == [(0, 1, 2, 3), (4, 5)]
+  assert alone == [6, 7, 8] and rows[7].cut != rows[8].cut
+  prefills = []
+  score_after_prefix = engine_lib.decoding.score_after_prefix
+
+  def counted(params, config, prefixes, *args, **kwargs):
+    prefills.append(np.asarray(prefixes).shape)
+    return score_after_prefix(params, config, prefixes, *args, **kwargs)
+
+  monkeypatch.setattr(engine_lib.decoding, 'score_after_prefix', counted)
+  scores = lm.loglikelihood(_requests('loglikelihood', args))
+  assert prefills == [(1, 32), (1, 32)]  # one prefill of the context for 4, one for 2
+  for row, (score, _) in zip(rows, scores):
+    expected = _score_tokens(lm, row.prefix[:-M], row.continuation)
+    np.testing.assert_allclose(score, expected, rtol=2e-6)
+
+
+# The engine on one device and on a (data 2, fsdp 2, tensor 2) mesh, its parameters sharded as
+# training shards them: scores (shared prefixes and whole rows) and generations.
+register_eight_device_script(
+  'harness_engine',
+  """
+import flax.linen as nn, jax, jax.numpy as jnp, numpy as np
+from pause_lm.harness import engine as engine_lib, requests as requests_lib
+from pause_lm.model import sizing
+from pause_lm.model.transformer import Decoder, ModelConfig
+from pause_lm.runtime import sharding
+
+config = ModelConfig(num_embeddings=64, num_layers=2, num_heads=2, emb_dim=32, mlp_dim=64,
+                     max_len=64)
+init = jax.jit(Decoder(config).init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+params = jax.tree.map(lambda p: p * 10.0, nn.unbox(init['params']))
+mesh = sharding.create_mesh(data=2, fsdp=2, tensor=2)
+_, shardings = sizing.sharded_abstract_params(Decoder(config), mesh, sharding.logical_axis_rules())
+rng = np.random.default_rng(0)
+contexts = [rng.integers(1, 60, n).tolist() for n in (5, 9, 13)]
+rows = [requests_lib.Row(c + [60] * 3, rng.integers(1, 60, k).tolist(), 0)
+        for c in contexts for k in (1, 3, 4)] + [requests_lib.Row([7] * 4, [9, 9], 0)]
+
+def run(params, mesh):
+  engine = engine_lib.Engine(params, config, vocab_limit=60, eos_id=1, prefix_lm=True,
+                             max_length=64, batch_size=4, mesh=mesh, progress=False)
+  shared = engine.score(rows)
+  engine.share_prefixes = False
+  whole = engine.score(rows)
+  return shared, whole, engine.generate([r.prefix for r in rows], max_gen_toks=6)
+
+out = {'one': run(params, None), 'eight': run(jax.device_put(params, shardings), mesh),
+       'spec': str(jax.device_put(params, shardings)['token_embed']['embedding'].sharding.spec)}
+""",
+)
+
+
+@EIGHT_DEVICES
+def test_the_engine_on_a_sharded_mesh_scores_and_generates_as_on_one_device(
+  eight_device_results,
+):
+  out = eight_device_results('harness_engine')
+  assert out['spec'] == "P('tensor', 'fsdp')"  # the parameters really were sharded
+  (one_shared, one_whole, one_generated) = out['one']
+  (shared, whole, generated) = out['eight']
+  for scores in (one_whole, shared, whole):
+    np.testing.assert_allclose([s for s, _ in scores], [s for s, _ in one_shared], rtol=2e-5)
+    assert [g for _, g in scores] == [g for _, g in one_shared]
+  assert generated == one_generated
 
 
 def test_a_delay_robust_model_is_read_with_its_pauses_outside_the_prefix_block(model):

@@ -21,6 +21,8 @@ inference puts them.
   batch_size       rows per model call: lm-eval's --batch_size (results do not depend on it)
   score_eos        also score EOS after each continuation, as pause-lm's own rank
                    classification does (default False, as lm-eval's backends)
+  share_prefixes   candidates of one context score after one prefill of `context + M
+                   pauses`, sharing its KV cache (default True; exact, see `engine`)
   tokenizer, task  a tokenizer.json, or the registered task whose vocabulary applies
   gin_file, gin_bindings   the model's gin (default: the folder's model.gin / config.gin);
                    several bindings separated by ';'
@@ -80,6 +82,7 @@ class PauseLM(lm_eval_model.TemplateLM):
     max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
     batch_size: int | str = 8,
     score_eos: bool = False,
+    share_prefixes: bool = True,
     tokenizer: str | None = None,
     task: str | None = None,
     gin_file: str | None = None,
@@ -97,7 +100,7 @@ class PauseLM(lm_eval_model.TemplateLM):
       raise ValueError(
         f'Unknown pause_lm model_args {sorted(unused)}; known: pretrained, num_pauses, '
         'pause_placement, filler, prefix_lm, max_length, max_gen_toks, batch_size, score_eos, '
-        'tokenizer, task, gin_file, gin_bindings, seed, progress.'
+        'share_prefixes, tokenizer, task, gin_file, gin_bindings, seed, progress.'
       )
     if model is None:
       if not pretrained:
@@ -136,6 +139,7 @@ class PauseLM(lm_eval_model.TemplateLM):
       batch_size=int(batch_size),
       mesh=model.mesh,
       progress=bool(_bool(progress)),
+      share_prefixes=bool(_bool(share_prefixes)),
     )
     self.set_num_pauses(finetuned.largest if num_pauses is None else int(num_pauses))
 

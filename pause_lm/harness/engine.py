@@ -5,10 +5,17 @@ fixed widths (`requests.buckets`), so a run compiles one program per bucket and 
 and a row's result never depends on which rows share its batch. Batches are split over the
 mesh's batch axes (data x fsdp, `runtime.sharding`), the parameters stay as they were sharded.
 Rows are run widest first (an out-of-memory shows at once) and returned in request order.
+
+Log-likelihood rows with the same prefix (`context + M pauses`: a multiple-choice question's
+candidates) are scored after one prefill of that prefix, its KV cache shared by the candidates
+(`decoding.score_after_prefix`); this is exact because no prefix position attends to a
+continuation, and the sums equal whole-row scoring to float32 rounding. Rows whose prefix is
+their own are scored whole. `share_prefixes=False` scores every row whole.
 """
 
 from collections.abc import Sequence
 import contextlib
+import dataclasses
 import functools
 
 import jax
@@ -48,7 +55,54 @@ def score_batch(params, config: ModelConfig, batch, vocab_limit: int):
 
 def compiled_programs() -> dict[str, int]:
   """How many programs the harness's jitted functions hold (compiles so far, per function)."""
-  return {'score': score_batch._cache_size(), 'generate': decoding.generate._cache_size()}  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  return {
+    'score': score_batch._cache_size(),
+    'score_shared': decoding.score_after_prefix._cache_size(),
+    'generate': decoding.generate._cache_size(),
+  }
+
+
+# A batch of shared-prefix scoring holds `batch_size` prefixes and this many times as many
+# candidates (a fixed shape: a row's result never depends on how many questions share its
+# batch); questions are packed whole while they fit, a larger one is split (each part runs
+# the prefix again).
+CANDIDATES_PER_PREFIX = 4
+SMALLEST_CONTINUATION_BUCKET = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedGroup:
+  """Rows with one prefix (a multiple-choice question's candidates), scored after one prefill."""
+
+  prefix: tuple[int, ...]
+  members: tuple[int, ...]  # row indices
+
+
+def shared_groups(
+  rows: Sequence[requests_lib.Row], max_candidates: int
+) -> tuple[list[SharedGroup], list[int]]:
+  """(groups of >= 2 rows with the same prefix tokens, the other rows' indices).
+
+  Rows share only identical prefixes: a context cut to fit max_length differently for two
+  candidates, or a continuation that merged with the context's last token, makes prefixes
+  that differ, and those rows are scored whole. Groups larger than `max_candidates` are split.
+  """
+  by_prefix: dict[tuple[int, ...], list[int]] = {}
+  for i, row in enumerate(rows):
+    by_prefix.setdefault(tuple(row.prefix), []).append(i)
+  groups, alone = [], []
+  for prefix, members in by_prefix.items():
+    if len(members) < 2:
+      alone.extend(members)
+      continue
+    for start in range(0, len(members), max_candidates):
+      part = tuple(members[start : start + max_candidates])
+      if len(part) < 2:
+        alone.extend(part)
+      else:
+        groups.append(SharedGroup(prefix, part))
+  return groups, sorted(alone)
 
 
 class Engine:
@@ -68,6 +122,7 @@ class Engine:
     mesh: jax.sharding.Mesh | None = None,
     smallest_bucket: int = 32,
     progress: bool = True,
+    share_prefixes: bool = True,
   ):
     self.params, self.config = params, config
     self.vocab_limit, self.eos_id, self.prefix_lm = vocab_limit, eos_id, prefix_lm
@@ -78,6 +133,8 @@ class Engine:
     self.use_mesh(mesh)
     self.smallest_bucket = smallest_bucket
     self.progress = progress
+    # Candidates of one prefix share its KV cache (`decoding.score_after_prefix`).
+    self.share_prefixes = share_prefixes
 
   def use_mesh(self, mesh: jax.sharding.Mesh | None) -> None:
     """Splits batches over `mesh`'s batch axes (None: one device, or as jit places them)."""
@@ -85,6 +142,7 @@ class Engine:
     shards = sharding_lib.batch_shards(mesh) if mesh is not None else 1
     # A batch splits evenly over the batch shards: round up, the extra rows are padding.
     self.batch_size = -(-self.requested_batch_size // shards) * shards
+    self.candidate_rows = self.batch_size * CANDIDATES_PER_PREFIX
 
   def use_params(self, params) -> None:
     """New parameters of the same model (a training run's, at each evaluation); batches follow
@@ -130,12 +188,26 @@ class Engine:
     prefix_lm: bool | None = None,
   ):
     """[(log-likelihood, is greedy)] of each row's continuation, in the rows' order; prefix_lm
-    None is the model's own (perplexity rows are causal: `prefix_lm=False`)."""
+    None is the model's own (perplexity rows are causal: `prefix_lm=False`). Rows sharing a
+    prefix share its prefill (module docstring)."""
     prefix_lm = self.prefix_lm if prefix_lm is None else prefix_lm
-    buckets = requests_lib.buckets(self.max_length, self.smallest_bucket)
     results: list[tuple[float, bool] | None] = [None] * len(rows)
+    groups, alone = [], list(range(len(rows)))
+    if self.share_prefixes:
+      groups, alone = shared_groups(rows, self.candidate_rows)
+    if groups:
+      self._score_shared(rows, groups, results, desc, prefix_lm)
+    self._score_whole(rows, alone, results, desc, prefix_lm)
+    return results
+
+  def _score_whole(self, rows, selected, results, desc, prefix_lm) -> None:
+    """Scores rows[i] for i in `selected` as whole rows (`score_batch`), into `results`."""
+    if not selected:
+      return
+    buckets = requests_lib.buckets(self.max_length, self.smallest_bucket)
     with self._mesh():
-      for width, indices in self._batches([r.width for r in rows], buckets, desc):
+      for width, batch in self._batches([rows[i].width for i in selected], buckets, desc):
+        indices = [selected[j] for j in batch]
         features = requests_lib.score_features(
           [rows[i] for i in indices], width, self.batch_size, prefix_lm
         )
@@ -151,7 +223,73 @@ class Engine:
         sums, greedy = np.asarray(jax.device_get(sums)), np.asarray(jax.device_get(greedy))
         for r, i in enumerate(indices):
           results[i] = (float(sums[r]), bool(greedy[r]))
-    return results
+
+  def _score_shared(self, rows, groups, results, desc, prefix_lm) -> None:
+    """Scores each group's candidates after one prefill of its prefix, into `results`.
+
+    A batch holds groups of one prefix bucket and one continuation bucket: at most
+    `batch_size` prefixes and `candidate_rows` candidates, so a run compiles once per pair of
+    buckets.
+    """
+    prefix_buckets = requests_lib.buckets(self.max_length, self.smallest_bucket)
+    continuation_buckets = requests_lib.buckets(
+      self.max_length, min(SMALLEST_CONTINUATION_BUCKET, self.max_length)
+    )
+    keyed: dict[tuple[int, int], list[SharedGroup]] = {}
+    for group in groups:
+      longest = max(len(rows[i].continuation) for i in group.members)
+      key = (
+        requests_lib.bucket_of(max(len(group.prefix), 1), prefix_buckets),
+        requests_lib.bucket_of(max(longest, 2), continuation_buckets),
+      )
+      keyed.setdefault(key, []).append(group)
+    batches = []
+    for key, members in sorted(keyed.items(), key=lambda kv: (-sum(kv[0]), kv[0])):
+      batch, used = [], 0
+      for group in members:
+        if len(batch) == self.batch_size or used + len(group.members) > self.candidate_rows:
+          batches.append((key, batch))
+          batch, used = [], 0
+        batch.append(group)
+        used += len(group.members)
+      batches.append((key, batch))
+    progress = tqdm.tqdm(
+      batches, desc=desc, unit='batch', disable=not self.progress, mininterval=2.0
+    )
+    causal_pause_id = self.causal_pause_id if prefix_lm else None
+    with self._mesh():
+      for (prefix_width, continuation_width), batch in progress:
+        prefixes = np.zeros((self.batch_size, prefix_width), np.int32)
+        prefix_lengths = np.zeros((self.batch_size,), np.int32)
+        continuations = np.zeros((self.candidate_rows, continuation_width), np.int32)
+        continuation_lengths = np.zeros((self.candidate_rows,), np.int32)
+        owners = np.zeros((self.candidate_rows,), np.int32)
+        placed = []
+        for p, group in enumerate(batch):
+          prefixes[p, : len(group.prefix)] = group.prefix
+          prefix_lengths[p] = len(group.prefix)
+          for i in group.members:
+            c = len(placed)
+            continuation = rows[i].continuation
+            continuations[c, : len(continuation)] = continuation
+            continuation_lengths[c] = len(continuation)
+            owners[c] = p
+            placed.append(i)
+        sums, greedy = decoding.score_after_prefix(
+          self.params,
+          self.config,
+          self._put(prefixes),
+          self._put(prefix_lengths),
+          self._put(continuations),
+          self._put(continuation_lengths),
+          self._put(owners),
+          prefix_lm=prefix_lm,
+          vocab_limit=self.vocab_limit,
+          causal_pause_id=causal_pause_id,
+        )
+        sums, greedy = np.asarray(jax.device_get(sums)), np.asarray(jax.device_get(greedy))
+        for c, i in enumerate(placed):
+          results[i] = (float(sums[c]), bool(greedy[c]))
 
   def generate(
     self,

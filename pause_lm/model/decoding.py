@@ -226,6 +226,79 @@ def _decode_rest(
   return tokens, all_logits
 
 
+@functools.partial(
+  jax.jit, static_argnames=('config', 'prefix_lm', 'vocab_limit', 'causal_pause_id')
+)
+def score_after_prefix(
+  params,
+  config: ModelConfig,
+  prefixes,
+  prefix_lengths,
+  continuations,
+  continuation_lengths,
+  owners,
+  *,
+  prefix_lm: bool,
+  vocab_limit: int,
+  causal_pause_id: int | None = None,
+):
+  """Scores candidate continuations that share prefixes, each prefix run once for all of them.
+
+  A multiple-choice question's candidates follow one `context + M pauses`; nothing in the
+  prefix attends to a continuation (causal or prefix-LM, the continuation is never in the
+  bidirectional block), so the prefix's keys and values are the same for every candidate.
+  They are computed once (the prefill of `generate`), copied to each candidate's row, and the
+  candidate's tokens then run as one cached step that sees the prefix and its own earlier
+  tokens: the same sums as `score` on the whole rows, up to float32 rounding, for a fraction
+  of the prefill work (one prefill per question instead of one per candidate).
+
+  Args:
+    params: the Decoder's 'params' collection.
+    config: its ModelConfig.
+    prefixes: int32 [num_prefixes, P], right-padded prefixes (pauses included) *without* BOS.
+    prefix_lengths: int32 [num_prefixes], each prefix's real length (>= 0).
+    continuations: int32 [batch, C], right-padded candidate tokens (C >= 2).
+    continuation_lengths: int32 [batch], each candidate's real length (0 for a padding row).
+    owners: int32 [batch], the row of `prefixes` each candidate follows.
+    prefix_lm: attend bidirectionally over BOS + prefix, as `generate` does.
+    vocab_limit: ids >= this (the pause row, padding rows) are never a greedy choice.
+    causal_pause_id: as in `generate`: a delay-robust model's pauses stay outside the block.
+
+  Returns:
+    (summed log-likelihood of each candidate [batch] float32, whether every one of its tokens
+    is the greedy choice [batch] bool).
+  """
+  width = continuations.shape[1]
+  if width < 2:
+    raise ValueError(f'continuations need a width of at least 2, got {width}')
+  model = Decoder(config)
+  first_logits, cache = _prefill(
+    model, params, prefixes, prefix_lengths, prefix_lm, prefixes.shape[1] + width, causal_pause_id
+  )
+  # Each candidate gets its prefix's cache rows (the batch axis follows the layer axis when
+  # the layers are scanned).
+  batch_axis = 1 if config.scan_layers else 0
+  cache = jax.tree.map(lambda c: jnp.take(c, owners, axis=batch_axis), cache)
+  # Candidate token j (after BOS and the prefix) sits at position length + 1 + j.
+  positions = prefix_lengths[owners][:, None] + 1 + jnp.arange(width - 1)[None, :]
+  logits, _ = model.apply(
+    {'params': params, 'cache': cache},
+    continuations[:, :-1],
+    decoder_positions=positions,
+    method=Decoder.decode_step,
+    mutable=['cache'],
+  )
+  # The prefix's last position predicts the first candidate token; each token the next.
+  logits = jnp.concatenate([first_logits[owners][:, None], logits], axis=1)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  targets_log_probs = jnp.take_along_axis(log_probs, continuations[..., None], axis=-1)[..., 0]
+  weighted = jnp.arange(width)[None, :] < continuation_lengths[:, None]
+  allowed = jnp.where(jnp.arange(logits.shape[-1]) < vocab_limit, logits, _NEG_INF)
+  greedy = (jnp.argmax(allowed, axis=-1) == continuations) | ~weighted
+  # where, not a product: padding positions may hold anything, never a NaN in the sum.
+  return jnp.sum(jnp.where(weighted, targets_log_probs, 0.0), axis=1), jnp.all(greedy, axis=1)
+
+
 @functools.partial(jax.jit, static_argnames=('config',))
 def score(params, config: ModelConfig, batch):
   """Log-likelihood of the loss-weighted targets of a seqio prefix-LM (or LM) batch.

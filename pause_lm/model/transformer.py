@@ -288,7 +288,7 @@ class CacheMode(enum.Enum):
 
 
 def _write_at(cache: jax.Array, update: jax.Array, index: jax.Array) -> jax.Array:
-  """Writes update[b] ([1, heads, kv]) into cache[b] ([T, heads, kv]) at row index[b]."""
+  """Writes update[b] ([C, heads, kv]) into cache[b] ([T, heads, kv]) from row index[b] on."""
   return jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice(c, u, (i, 0, 0)))(
     cache, update, index
   )
@@ -433,17 +433,21 @@ class Attention(nn.Module):
     cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, 0, 0, 0))
 
   def _extend_cache(self, key, value, positions):
-    """Writes one new token per example at its own position (right-padded batches differ).
+    """Writes each example's new tokens (one when decoding, a continuation when scoring after a
+    shared prefix) from its own position on: right-padded batches differ. The positions of an
+    example are consecutive, and cache_len leaves room for all of them.
 
     Returns:
-      The whole cached keys and values, and the mask under which the new token sees them.
+      The whole cached keys and values, and the mask under which the new tokens see them.
     """
     cached_key, cached_value = self._cache(key.shape[0])
     index = positions[:, 0]
     cached_key.value = _write_at(cached_key.value, key, index)
     cached_value.value = _write_at(cached_value.value, value, index)
-    # A generated token is a target: it sees everything up to and including itself.
-    mask = (jnp.arange(cached_key.value.shape[1])[None, :] <= index[:, None])[:, None, None, :]
+    # A new token is a target: it sees everything up to and including itself (rows after it
+    # hold padding or stale entries and are never seen).
+    rows = jnp.arange(cached_key.value.shape[1])
+    mask = (rows[None, None, :] <= positions[:, :, None])[:, None]
     return cached_key.value, cached_value.value, mask
 
 
@@ -600,14 +604,17 @@ class Decoder(nn.Module):
     )
 
   def decode_step(self, decoder_input_tokens, decoder_positions):
-    """Feeds one token per example, extending the KV cache that `prefill` filled.
+    """Feeds new tokens, extending the KV cache that `prefill` filled: one per example when
+    decoding, or a whole continuation when scoring candidates after one shared prefix
+    (`decoding.score_after_prefix`). Each token sees the cache up to its own position.
 
     Args:
-      decoder_input_tokens: int [batch, 1], each example's newest token.
-      decoder_positions: int [batch, 1], its position: also the cache row it is written to.
+      decoder_input_tokens: int [batch, C], each example's newest C tokens.
+      decoder_positions: int [batch, C], their consecutive positions: also the cache rows
+        they are written to.
 
     Returns:
-      float32 logits [batch, 1, num_embeddings].
+      float32 logits [batch, C, num_embeddings].
     """
     return self._forward(decoder_input_tokens, decoder_positions, cache_mode=CacheMode.STEP)
 
