@@ -508,6 +508,11 @@ def pauseft_run(tmp_path_factory):
   return model_dir
 
 
+# The tests that start from `pauseft_run` share one worker, so that it is trained once.
+ON_THE_PAUSEFT_RUN = pytest.mark.xdist_group('harness_pauseft_run')
+
+
+@ON_THE_PAUSEFT_RUN
 def test_pauseft_scores_the_same_through_the_harness_as_pause_lm_evaluate(pauseft_run, tmp_path):
   # During training: both evaluations at the last step, in TensorBoard.
   scalars = read_scalars(pauseft_run)
@@ -555,6 +560,7 @@ def _walkthrough_commands():
   return [shlex.split(line) for line in script.strip().splitlines()]
 
 
+@ON_THE_PAUSEFT_RUN
 def test_the_walkthrough_runs_as_written(pauseft_run, monkeypatch, capsys):
   from pause_lm.harness import __main__ as command  # pylint: disable=g-import-not-at-top
 
