@@ -6,7 +6,8 @@ number of programs compiled (one per bucket width and request type).
 
 Fresh random parameters (throughput does not depend on their values) and the embedded
 synthetic corpus's tokenizer; the requests are the offline demo tasks' (pause_synthetic_qa's
-prompts, pause_synthetic_choice's four candidates, pause_synthetic_text's documents), sent
+prompts, pause_synthetic_choice's four candidates after `--num_fewshot` solved examples as
+lm-eval's few-shot contexts have them, pause_synthetic_text's documents), sent
 straight to the backend (`PauseLM.loglikelihood` etc.), as lm-eval's evaluator sends them. Each
 request type runs twice: the first pass compiles, the second is timed. `loglikelihood` shares
 each question's prefill among its candidates; `loglikelihood_whole_rows` scores the same
@@ -41,12 +42,19 @@ MODELS = {
 }
 
 
-def _requests(num):
+def _fewshot_context(question: dict, num_fewshot: int, index: int) -> str:
+  """lm-eval's few-shot context: solved training examples, then the question."""
+  shots = [synthetic.choice_example('train', index * num_fewshot + k) for k in range(num_fewshot)]
+  solved = [f'{s["inputs"]} {s["candidates"][s["label"]]}' for s in shots]
+  return '\n\n'.join([*solved, question['inputs']])
+
+
+def _requests(num, num_fewshot):
   qa = [synthetic.qa_example('validation', i) for i in range(num)]
   choice = [synthetic.choice_example('validation', i) for i in range(max(num // 4, 1))]
   return {
     'loglikelihood': [
-      Instance('loglikelihood', {}, (c['inputs'], ' ' + cand), i)
+      Instance('loglikelihood', {}, (_fewshot_context(c, num_fewshot, i), ' ' + cand), i)
       for i, c in enumerate(choice)
       for cand in c['candidates']
     ],
@@ -61,7 +69,9 @@ def _requests(num):
   }
 
 
-def measure(name: str, num_requests: int, batch_size: int, num_pauses: int) -> dict:
+def measure(
+  name: str, num_requests: int, batch_size: int, num_pauses: int, num_fewshot: int
+) -> dict:
   vocabulary = synthetic.synthetic_vocabulary()
   config = ModelConfig(
     num_embeddings=vocab_lib.num_embeddings(vocabulary), max_len=256, **MODELS[name]
@@ -77,8 +87,13 @@ def measure(name: str, num_requests: int, batch_size: int, num_pauses: int) -> d
     mesh=sharding.create_mesh(),
   )
   lm = backend.PauseLM(model=model, batch_size=batch_size, progress=False)
-  out = {'model': name, 'num_pauses': num_pauses, 'batch_size': lm.batch_size}
-  requests = _requests(num_requests)
+  out = {
+    'model': name,
+    'num_pauses': num_pauses,
+    'batch_size': lm.batch_size,
+    'num_fewshot': num_fewshot,
+  }
+  requests = _requests(num_requests, num_fewshot)
   for kind, reqs in requests.items():
     out[kind] = _timed(getattr(lm, kind), reqs)
   # The same candidates with every row scored whole (no shared prefill): what sharing saves.
@@ -112,10 +127,17 @@ def main():
   parser.add_argument('--num_requests', type=int, default=64)
   parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--num_pauses', type=int, default=10)
+  parser.add_argument(
+    '--num_fewshot', type=int, default=3, help='solved examples before each choice question'
+  )
   args = parser.parse_args()
   print(json.dumps({'devices': [str(d) for d in jax.devices()]}))
   for name in args.models.split(','):
-    print(json.dumps(measure(name, args.num_requests, args.batch_size, args.num_pauses)))
+    print(
+      json.dumps(
+        measure(name, args.num_requests, args.batch_size, args.num_pauses, args.num_fewshot)
+      )
+    )
 
 
 if __name__ == '__main__':

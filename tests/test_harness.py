@@ -256,16 +256,20 @@ def test_candidates_of_one_context_share_one_prefill(model, monkeypatch):
   than a batch holds is split, and every score stays the whole row's."""
   lm = _lm(model, batch_size=1)  # 1 prefix and 4 candidates per batch
   cut = 'values ' + ' '.join(['7'] * 100) + ' . which is the largest ?'
+  long = ' ' + ' '.join(['9'] * 30)
   args = [
-    *((CONTEXT, f' {n}') for n in (40, 12, 7, 3, 99, 5)),  # 6 candidates: split 4 + 2
+    *((CONTEXT, f' {n}') for n in (40, 12, 7, 3, 99, 5, 8)),  # 7 candidates: split 4 + 3
     ('values 5 9 .', ' 9'),  # a context of its own: scored whole
     (cut, ' 7'),  # a long context cut by different amounts for each continuation
     (cut, ' ' + ' '.join(['7'] * 6)),
+    ('values 9 .', long),  # a short context before long candidates: sharing saves nothing
+    ('values 9 .', long + ' 9'),
   ]
   rows = [lm._row(*lm.pair_tokens(c, x)) for c, x in args]
   groups, alone = engine_lib.shared_groups(rows, lm.engine.candidate_rows)
-  assert [g.members for g in groups] == [(0, 1, 2, 3), (4, 5)]
-  assert alone == [6, 7, 8] and rows[7].cut != rows[8].cut
+  assert [g.members for g in groups] == [(0, 1, 2, 3), (4, 5, 6), (10, 11)]
+  assert alone == [7, 8, 9] and rows[8].cut != rows[9].cut
+  assert [lm.engine._sharing_saves_work(rows, g) for g in groups] == [True, True, False]
   prefills = []
   score_after_prefix = engine_lib.decoding.score_after_prefix
 
@@ -275,7 +279,7 @@ def test_candidates_of_one_context_share_one_prefill(model, monkeypatch):
 
   monkeypatch.setattr(engine_lib.decoding, 'score_after_prefix', counted)
   scores = lm.loglikelihood(_requests('loglikelihood', args))
-  assert prefills == [(1, 32), (1, 32)]  # one prefill of the context for 4, one for 2
+  assert prefills == [(1, 32), (1, 32)]  # one prefill of the context for 4, one for 3
   for row, (score, _) in zip(rows, scores):
     expected = _score_tokens(lm, row.prefix[:-M], row.continuation)
     np.testing.assert_allclose(score, expected, rtol=2e-6)

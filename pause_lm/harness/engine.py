@@ -10,7 +10,8 @@ Log-likelihood rows with the same prefix (`context + M pauses`: a multiple-choic
 candidates) are scored after one prefill of that prefix, its KV cache shared by the candidates
 (`decoding.score_after_prefix`); this is exact because no prefix position attends to a
 continuation, and the sums equal whole-row scoring to float32 rounding. Rows whose prefix is
-their own are scored whole. `share_prefixes=False` scores every row whole.
+their own, and groups whose sharing would not save token positions (a short prefix before
+long candidates), are scored whole. `share_prefixes=False` scores every row whole.
 """
 
 from collections.abc import Sequence
@@ -69,6 +70,10 @@ def compiled_programs() -> dict[str, int]:
 # the prefix again).
 CANDIDATES_PER_PREFIX = 4
 SMALLEST_CONTINUATION_BUCKET = 8
+# A shared-prefix batch costs about this much more per token position than whole rows (the
+# cache copied to each candidate, the cached step's mask): 2.1 against 1.8 ms per position
+# for the 130M decoder on a CPU.
+SHARED_STEP_OVERHEAD = 1.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,10 +200,45 @@ class Engine:
     groups, alone = [], list(range(len(rows)))
     if self.share_prefixes:
       groups, alone = shared_groups(rows, self.candidate_rows)
+      costly = [g for g in groups if not self._sharing_saves_work(rows, g)]
+      groups = [g for g in groups if g not in costly]
+      alone = sorted([*alone, *(i for g in costly for i in g.members)])
     if groups:
       self._score_shared(rows, groups, results, desc, prefix_lm)
     self._score_whole(rows, alone, results, desc, prefix_lm)
     return results
+
+  def _buckets(self):
+    """(row or prefix buckets, continuation buckets)."""
+    smallest = min(SMALLEST_CONTINUATION_BUCKET, self.max_length)
+    return (
+      requests_lib.buckets(self.max_length, self.smallest_bucket),
+      requests_lib.buckets(self.max_length, smallest),
+    )
+
+  def _shared_widths(self, rows, group: SharedGroup) -> tuple[int, int]:
+    """The (prefix, continuation) bucket widths a group is scored in when shared."""
+    prefix_buckets, continuation_buckets = self._buckets()
+    longest = max(len(rows[i].continuation) for i in group.members)
+    return (
+      requests_lib.bucket_of(max(len(group.prefix), 1), prefix_buckets),
+      requests_lib.bucket_of(max(longest, 2), continuation_buckets),
+    )
+
+  def _sharing_saves_work(self, rows, group: SharedGroup) -> bool:
+    """Whether a group's token positions, shared, cost less than its whole rows': a short
+    prefix before long candidates (PIQA's solutions) gains nothing from sharing it.
+
+    Shared, a group takes one of a batch's prefix slots and its share of the candidate rows:
+    max(1, k / CANDIDATES_PER_PREFIX) x (prefix width + CANDIDATES_PER_PREFIX x continuation
+    width) positions, times SHARED_STEP_OVERHEAD; whole, the k rows' bucket widths.
+    """
+    prefix_buckets, _ = self._buckets()
+    prefix_width, continuation_width = self._shared_widths(rows, group)
+    slots = max(1.0, len(group.members) / CANDIDATES_PER_PREFIX)
+    shared = slots * (prefix_width + CANDIDATES_PER_PREFIX * continuation_width)
+    whole = sum(requests_lib.bucket_of(rows[i].width, prefix_buckets) for i in group.members)
+    return shared * SHARED_STEP_OVERHEAD < whole
 
   def _score_whole(self, rows, selected, results, desc, prefix_lm) -> None:
     """Scores rows[i] for i in `selected` as whole rows (`score_batch`), into `results`."""
@@ -231,18 +271,9 @@ class Engine:
     `batch_size` prefixes and `candidate_rows` candidates, so a run compiles once per pair of
     buckets.
     """
-    prefix_buckets = requests_lib.buckets(self.max_length, self.smallest_bucket)
-    continuation_buckets = requests_lib.buckets(
-      self.max_length, min(SMALLEST_CONTINUATION_BUCKET, self.max_length)
-    )
     keyed: dict[tuple[int, int], list[SharedGroup]] = {}
     for group in groups:
-      longest = max(len(rows[i].continuation) for i in group.members)
-      key = (
-        requests_lib.bucket_of(max(len(group.prefix), 1), prefix_buckets),
-        requests_lib.bucket_of(max(longest, 2), continuation_buckets),
-      )
-      keyed.setdefault(key, []).append(group)
+      keyed.setdefault(self._shared_widths(rows, group), []).append(group)
     batches = []
     for key, members in sorted(keyed.items(), key=lambda kv: (-sum(kv[0]), kv[0])):
       batch, used = [], 0
