@@ -45,7 +45,7 @@ def test_the_row_after_k_pauses_is_what_inference_reads_after_k_pauses(causal):
   )[0]
   taught = np.flatnonzero(row['decoder_target_tokens'] == ANSWER[0])
   assert len(taught) == M + 1
-  np.testing.assert_allclose(row['decoder_loss_weights'][taught], 1 / (M + 1), rtol=1e-6)
+  np.testing.assert_allclose(row['decoder_loss_weights'][taught], [1] + [1 / M] * M, rtol=1e-6)
   matches = []
   for k, position in enumerate(taught):  # after k = 0..M pauses
     prefix = jnp.asarray([PREFIX + [P] * k + [0] * (M - k)], jnp.int32)

@@ -94,7 +94,7 @@ def _delay_converter(pack=False, delay_robust=True):
 def test_random_m_rows_teach_the_first_answer_token_after_every_number_of_pauses():
   """Issue 26: delay-robust rows. The pauses leave the bidirectional block (a pause attends
   to the prefix and the pauses before it; no prefix token attends to a pause), and the last
-  prefix token and every pause but the last predict the answer's first token (weight 1): the
+  prefix token and every pause but the last predict the answer's first token: the
   output after k pauses is then what inference with M = k reads, so one example teaches its
   answer after 0..M pauses. Rows without appended pauses are the paper's rows."""
   examples = [
@@ -108,11 +108,12 @@ def test_random_m_rows_teach_the_first_answer_token_after_every_number_of_pauses
   np.testing.assert_array_equal(three['decoder_input_tokens'], plain[0]['decoder_input_tokens'])
   np.testing.assert_array_equal(plain[0]['decoder_target_tokens'], [8, 9, P, P, P, 3, 4, 1, 0, 0])
   np.testing.assert_array_equal(three['decoder_target_tokens'], [8, 9, 3, 3, 3, 3, 4, 1, 0, 0])
-  # The 4 positions that teach the first token share its weight; the rest weigh 1 as before.
+  # The 4 positions that teach the first token: delay 0 weighs 1, the 3 pause delays 1 / 3
+  # each (the first token 2 in all); the rest weigh 1 as before.
+  third = 1 / 3
   np.testing.assert_allclose(
-    three['decoder_loss_weights'], [0, 0, 0.25, 0.25, 0.25, 0.25, 1, 1, 0, 0], rtol=1e-6
+    three['decoder_loss_weights'], [0, 0, 1, third, third, third, 1, 1, 0, 0], rtol=1e-6
   )
-  assert three['decoder_loss_weights'].sum() == plain[0]['decoder_loss_weights'].sum()
   np.testing.assert_array_equal(plain[0]['decoder_causal_attention'], [1] * 6 + [0] * 4)
   np.testing.assert_array_equal(three['decoder_causal_attention'], [1] * 3 + [0] * 7)
   for key in zero:  # (the same values; the weights as float32)
@@ -134,10 +135,32 @@ def test_every_delay_targets_stay_inside_each_packed_example():
   np.testing.assert_array_equal(
     row['decoder_target_tokens'], [8, 3, 3, 3, 1, 9, 4, 1, 7, 5, 5, 6, 1, 0, 0]
   )
-  third, half = 1 / 3, 1 / 2
+  # Delay 0 weighs 1 in each example; the M pause delays 1 / M each (M = 2, 0 and 1).
   np.testing.assert_allclose(
     row['decoder_loss_weights'],
-    [0, third, third, third, 1, 0, 1, 1, 0, half, half, 1, 1, 0, 0],
+    [0, 1, 0.5, 0.5, 1, 0, 1, 1, 0, 1, 1, 1, 1, 0, 0],
     rtol=1e-6,
   )
   np.testing.assert_array_equal(row['decoder_segment_ids'], [1] * 5 + [2] * 3 + [3] * 5 + [0] * 2)
+
+
+def test_delay_zero_weighs_one_and_the_pause_delays_share_one_more():
+  """Issue 26's weight rule, pinned at every M of a `_pause0to10` task: of the M + 1
+  positions teaching the first answer token, delay 0 (the last prefix token, StdFT's
+  position) weighs 1 and each of the M pause delays 1 / M; the other answer tokens 1.
+  Sharing one token's weight over all M + 1 (1 / 11 at delay 0 for M = 10) left
+  finetuning 8-14 points below StdFT on issue 26's task; weight 1 or 1 / sqrt(M + 1) at
+  every delay made most toy StdPT seeds answer only the most common letter."""
+  for m in range(11):
+    (row,) = _convert(
+      _delay_converter(),
+      [{'inputs': [8, 9] + [P] * m, 'targets': [3, 1]}],
+      {'inputs': 12, 'targets': 2},
+    )
+    pauses = [1 / m] * m if m else []
+    # Targets 8, 9 (the prefix: no loss), then the first token after 0..m pauses, then EOS.
+    expected = [0, 0, 1] + pauses + [1] + [0] * (10 - m)
+    np.testing.assert_allclose(row['decoder_loss_weights'], expected, rtol=1e-6)
+    np.testing.assert_array_equal(row['decoder_target_tokens'][2 : m + 3], [3] * (m + 1))
+    first_token = row['decoder_loss_weights'][2 : m + 3].sum()
+    np.testing.assert_allclose(first_token, 2 if m else 1, rtol=1e-6)
