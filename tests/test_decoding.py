@@ -415,10 +415,8 @@ def test_rejects_decoding_past_max_len():
 
 @pytest.mark.parametrize('config', [CONFIG, GEMMA3_CONFIG], ids=['gpt2', 'gemma3'])
 def test_scanned_layers_decode_like_unrolled_ones(config):
-  params = nn.meta.unbox(_params(config))
-  layers = [params.pop(f'layers_{i}') for i in range(config.num_layers)]
-  params['layers'] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
-  scanned = dataclasses.replace(config, scan_layers=True, remat_policy='full')
+  params, scanned = _scanned(config)
+  scanned = dataclasses.replace(scanned, remat_policy='full')
   prefixes, lengths = _prefixes(4)
   kwargs = dict(
     max_decode_len=STEPS,

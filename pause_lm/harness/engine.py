@@ -29,8 +29,6 @@ from pause_lm.model import decoding
 from pause_lm.model.transformer import Decoder, ModelConfig
 from pause_lm.runtime import sharding as sharding_lib
 
-_NEG_INF = -1e30
-
 
 @functools.partial(jax.jit, static_argnames=('config', 'vocab_limit'))
 def score_batch(params, config: ModelConfig, batch, vocab_limit: int):
@@ -45,13 +43,9 @@ def score_batch(params, config: ModelConfig, batch, vocab_limit: int):
     batch['decoder_input_tokens'],
     decoder_causal_attention=batch.get('decoder_causal_attention'),
   )
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  targets = batch['decoder_target_tokens']
-  target_log_probs = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-  weights = batch['decoder_loss_weights'].astype(jnp.float32)
-  allowed = jnp.where(jnp.arange(logits.shape[-1]) < vocab_limit, logits, _NEG_INF)
-  greedy = (jnp.argmax(allowed, axis=-1) == targets) | (weights == 0)
-  return jnp.sum(target_log_probs * weights, axis=1), jnp.all(greedy, axis=1)
+  return decoding.weighted_log_likelihood(
+    logits, batch['decoder_target_tokens'], batch['decoder_loss_weights'], vocab_limit
+  )
 
 
 def compiled_programs() -> dict[str, int]:
@@ -197,32 +191,34 @@ class Engine:
     prefix share its prefill (module docstring)."""
     prefix_lm = self.prefix_lm if prefix_lm is None else prefix_lm
     results: list[tuple[float, bool] | None] = [None] * len(rows)
-    groups, alone = [], list(range(len(rows)))
+    shared, alone = [], list(range(len(rows)))
     if self.share_prefixes:
       groups, alone = shared_groups(rows, self.candidate_rows)
-      costly = [g for g in groups if not self._sharing_saves_work(rows, g)]
-      groups = [g for g in groups if g not in costly]
-      alone = sorted([*alone, *(i for g in costly for i in g.members)])
-    if groups:
-      self._score_shared(rows, groups, results, desc, prefix_lm)
-    self._score_whole(rows, alone, results, desc, prefix_lm)
+      for group in groups:
+        if self._sharing_saves_work(rows, group):
+          shared.append(group)
+        else:
+          alone.extend(group.members)
+    if shared:
+      self._score_shared(rows, shared, results, desc, prefix_lm)
+    self._score_whole(rows, sorted(alone), results, desc, prefix_lm)
     return results
 
-  def _buckets(self):
-    """(row or prefix buckets, continuation buckets)."""
-    smallest = min(SMALLEST_CONTINUATION_BUCKET, self.max_length)
-    return (
-      requests_lib.buckets(self.max_length, self.smallest_bucket),
-      requests_lib.buckets(self.max_length, smallest),
-    )
+  @functools.cached_property
+  def _row_buckets(self) -> tuple[int, ...]:
+    """Widths of whole rows and of shared prefixes."""
+    return requests_lib.buckets(self.max_length, self.smallest_bucket)
+
+  @functools.cached_property
+  def _continuation_buckets(self) -> tuple[int, ...]:
+    return requests_lib.buckets(self.max_length, min(SMALLEST_CONTINUATION_BUCKET, self.max_length))
 
   def _shared_widths(self, rows, group: SharedGroup) -> tuple[int, int]:
     """The (prefix, continuation) bucket widths a group is scored in when shared."""
-    prefix_buckets, continuation_buckets = self._buckets()
     longest = max(len(rows[i].continuation) for i in group.members)
     return (
-      requests_lib.bucket_of(max(len(group.prefix), 1), prefix_buckets),
-      requests_lib.bucket_of(max(longest, 2), continuation_buckets),
+      requests_lib.bucket_of(max(len(group.prefix), 1), self._row_buckets),
+      requests_lib.bucket_of(max(longest, 2), self._continuation_buckets),
     )
 
   def _sharing_saves_work(self, rows, group: SharedGroup) -> bool:
@@ -233,20 +229,19 @@ class Engine:
     max(1, k / CANDIDATES_PER_PREFIX) x (prefix width + CANDIDATES_PER_PREFIX x continuation
     width) positions, times SHARED_STEP_OVERHEAD; whole, the k rows' bucket widths.
     """
-    prefix_buckets, _ = self._buckets()
     prefix_width, continuation_width = self._shared_widths(rows, group)
     slots = max(1.0, len(group.members) / CANDIDATES_PER_PREFIX)
     shared = slots * (prefix_width + CANDIDATES_PER_PREFIX * continuation_width)
-    whole = sum(requests_lib.bucket_of(rows[i].width, prefix_buckets) for i in group.members)
+    whole = sum(requests_lib.bucket_of(rows[i].width, self._row_buckets) for i in group.members)
     return shared * SHARED_STEP_OVERHEAD < whole
 
   def _score_whole(self, rows, selected, results, desc, prefix_lm) -> None:
     """Scores rows[i] for i in `selected` as whole rows (`score_batch`), into `results`."""
     if not selected:
       return
-    buckets = requests_lib.buckets(self.max_length, self.smallest_bucket)
+    widths = [rows[i].width for i in selected]
     with self._mesh():
-      for width, batch in self._batches([rows[i].width for i in selected], buckets, desc):
+      for width, batch in self._batches(widths, self._row_buckets, desc):
         indices = [selected[j] for j in batch]
         features = requests_lib.score_features(
           [rows[i] for i in indices], width, self.batch_size, prefix_lm

@@ -290,13 +290,25 @@ def score_after_prefix(
   )
   # The prefix's last position predicts the first candidate token; each token the next.
   logits = jnp.concatenate([first_logits[owners][:, None], logits], axis=1)
+  weights = (jnp.arange(width)[None, :] < continuation_lengths[:, None]).astype(jnp.float32)
+  return weighted_log_likelihood(logits, continuations, weights, vocab_limit)
+
+
+def weighted_log_likelihood(logits, targets, weights, vocab_limit: int):
+  """(summed weighted log-probability of `targets` per row, whether every weighted target is
+  the greedy choice among ids < vocab_limit per row), from float32 logits [batch, T, vocab].
+
+  The softmax runs over every embedding row, as in the training loss; the greedy check leaves
+  out the pause and padding rows, which generation never produces. Unweighted positions
+  count for nothing, whatever their logits hold (a padding position's may be anything).
+  """
   log_probs = jax.nn.log_softmax(logits, axis=-1)
-  targets_log_probs = jnp.take_along_axis(log_probs, continuations[..., None], axis=-1)[..., 0]
-  weighted = jnp.arange(width)[None, :] < continuation_lengths[:, None]
+  target_log_probs = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  weights = weights.astype(jnp.float32)
   allowed = jnp.where(jnp.arange(logits.shape[-1]) < vocab_limit, logits, _NEG_INF)
-  greedy = (jnp.argmax(allowed, axis=-1) == continuations) | ~weighted
-  # where, not a product: padding positions may hold anything, never a NaN in the sum.
-  return jnp.sum(jnp.where(weighted, targets_log_probs, 0.0), axis=1), jnp.all(greedy, axis=1)
+  greedy = (jnp.argmax(allowed, axis=-1) == targets) | (weights == 0)
+  sums = jnp.sum(jnp.where(weights > 0, target_log_probs * weights, 0.0), axis=1)
+  return sums, jnp.all(greedy, axis=1)
 
 
 @functools.partial(jax.jit, static_argnames=('config',))
